@@ -1,0 +1,42 @@
+# zarrport: `make demo` and `make test` each set up everything on a fresh machine
+# (Python >= 3.11, pip and npm), then run.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.zarrport-installed
+NPM_STAMP := node_modules/.zarrport-installed
+
+.PHONY: install demo test test-fast bench conformance lint clean
+
+install: $(STAMP) $(NPM_STAMP)
+
+# (re)create the virtualenv and install the project whenever pyproject.toml changes
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[all]"
+	@touch $(STAMP)
+
+# Azurite (Azure Blob emulator) for the storage tests, from package.json
+$(NPM_STAMP): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $(NPM_STAMP)
+
+demo: install
+	$(PY) -m zarrport.demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+conformance: install
+	$(PY) scripts/conformance.py --out docs/conformance.md
+
+bench: install
+	$(PY) bench/bench_virtualize.py --out docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) node_modules demo-output .pytest_cache

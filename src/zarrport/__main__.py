@@ -1,0 +1,3 @@
+from zarrport.cli import main
+
+main()

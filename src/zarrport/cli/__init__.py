@@ -1,0 +1,56 @@
+"""Command-line interface: thin commands that parse arguments and call the library.
+
+Every command module registers itself on :data:`cli`. Errors raised by the library as
+:class:`~zarrport.errors.ZarrportError` are printed as one line on stderr and mapped to an exit
+status by :func:`zarrport.errors.exit_code` -- the only place exit statuses are decided.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from zarrport.errors import ZarrportError, exit_code
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="zarrport")
+def cli() -> None:
+    """zarrport: read NetCDF/HDF5 archives as Zarr without copying them.
+
+    \b
+    Typical session:
+      zarrport inspect data/tas_day_2015.nc
+      zarrport virtualize data/tas_day_*.nc -o tas.icechunk --concat-dim time
+      zarrport verify tas.icechunk
+      zarrport info tas.icechunk
+    """
+
+
+def _register() -> None:
+    # Imported for their side effect of adding commands to ``cli``.
+    import importlib
+
+    for name in ("inspect", "virtualize", "verify", "info"):
+        importlib.import_module(f"zarrport.cli.{name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        cli.main(args=argv, prog_name="zarrport", standalone_mode=False)
+    except ZarrportError as err:
+        click.echo(f"zarrport: error: {err}", err=True)
+        sys.exit(exit_code(err))
+    except click.exceptions.Abort:
+        click.echo("zarrport: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("zarrport: interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import click
+
+from zarrport.cli import cli
+from zarrport.cli.options import echo_json, json_flag, parse_storage_options, storage_option
+
+
+def describe(url: str, storage_options: dict | None) -> dict:
+    from zarrport.open import detect, open_dataset
+
+    kind = detect(url, storage_options)
+    ds = open_dataset(url, storage_options=storage_options)
+    return {
+        "url": url,
+        "kind": kind,
+        "dims": {str(k): int(v) for k, v in ds.sizes.items()},
+        "coords": [str(c) for c in ds.coords],
+        "data_vars": {
+            str(n): {"dims": list(v.dims), "dtype": str(v.dtype),
+                     "units": v.attrs.get("units"), "long_name": v.attrs.get("long_name")}
+            for n, v in ds.data_vars.items()
+        },
+        "attrs": {str(k): (v if isinstance(v, str | int | float) else str(v))
+                  for k, v in ds.attrs.items()},
+    }
+
+
+@cli.command("info")
+@click.argument("url")
+@storage_option
+@json_flag
+def info_command(url: str, storage_options: tuple[str, ...], as_json: bool) -> None:
+    """Open URL (references, Icechunk, Zarr or NetCDF -- detected from the content) and
+    describe the dataset.
+
+    \b
+    Example:
+      zarrport info tas.icechunk
+    """
+    from zarrport.open import detect, open_dataset
+
+    opts = parse_storage_options(storage_options)
+    if as_json:
+        echo_json(describe(url, opts))
+        return
+    click.echo(f"{url}: {detect(url, opts)}")
+    click.echo(str(open_dataset(url, storage_options=opts)))

@@ -1,0 +1,50 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from zarrport.errors import InvalidArgumentError
+
+
+def parse_storage_options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
+    """``KEY=VALUE`` pairs -> dict; values are parsed as JSON when they are JSON."""
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgumentError(f"--storage-option wants KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+storage_option = click.option(
+    "--storage-option",
+    "storage_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="fsspec-style storage option (repeatable), e.g. endpoint_url=http://127.0.0.1:9000 "
+    "or anon=true. Credentials otherwise come from the environment.",
+)
+json_flag = click.option("--json", "as_json", is_flag=True,
+                         help="Print the result as JSON (the model the library returns).")
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"

@@ -1,0 +1,468 @@
+"""NetCDF-4 / HDF5 -> :class:`VirtualDataset`, built on h5py.
+
+VirtualiZarr's ``HDFParser`` is the reference for this module; it is not used directly
+because on real files it reads back silently different values or crashes (vlen strings,
+compact layout, unallocated variables, phony dimensions that conflict, filters it maps to
+codecs that do not exist in Zarr). Here every variable gets an explicit decision:
+
+* reference its chunks (the filter pipeline maps to Zarr codecs a fresh process can decode),
+* reference an uncompressed contiguous variable as byte-range sub-chunks,
+* inline it (small, and its bytes cannot be referenced faithfully),
+* or refuse it by name (large and not referenceable).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from zarrport.errors import CorruptSourceError, UnsupportedVariableError
+from zarrport.virtual.model import ChunkRefs, VirtualDataset, VirtualVariable
+
+# HDF5 layout classes (H5D_COMPACT, H5D_CONTIGUOUS, H5D_CHUNKED, H5D_VIRTUAL)
+_LAYOUTS = {0: "compact", 1: "contiguous", 2: "chunked", 3: "virtual"}
+
+_HIDDEN_ATTRS = {
+    "REFERENCE_LIST",
+    "CLASS",
+    "DIMENSION_LIST",
+    "NAME",
+    "_Netcdf4Dimid",
+    "_Netcdf4Coordinates",
+    "_nc3_strict",
+    "_NCProperties",
+    "_SuperblockVersion",
+    "_IsNetcdf4",
+}
+_NC_DIM_ONLY = b"This is a netCDF dimension but not a netCDF variable"
+
+
+def filter_codec(filter_id: int, props: tuple[int, ...] | None, dtype: np.dtype) -> dict | None:
+    """The numcodecs config equivalent to one HDF5 filter, or None when none decodes it.
+
+    Only codecs whose byte format is the filter's byte format and that a fresh process with
+    zarr + numcodecs can decode are listed. HDF5's lz4 filter (32004) frames blocks
+    differently from numcodecs' LZ4, bitshuffle (32008) prepends its own header, szip (4),
+    n-bit (5) and scale-offset (6) have no Zarr codec at all: those return None.
+    """
+    props = tuple(props or ())
+    if filter_id == 1:  # deflate
+        return {"id": "zlib", "level": int(props[0]) if props else 4}
+    if filter_id == 2:  # shuffle
+        return {"id": "shuffle", "elementsize": int(props[0]) if props else dtype.itemsize}
+    if filter_id == 3:  # fletcher32: numcodecs' Fletcher32 is HDF5's checksum layout
+        return {"id": "fletcher32"}
+    if filter_id == 307:  # bzip2: a plain bz2 stream per chunk
+        return {"id": "bz2", "level": int(props[0]) if props else 9}
+    if filter_id == 32015:  # zstd: a plain zstd frame per chunk
+        return {"id": "zstd", "level": int(props[0]) if props else 0}
+    if filter_id == 32001 and len(props) >= 7:  # blosc: (..., typesize, size, clevel, shuffle, compressor)
+        cnames = {0: "blosclz", 1: "lz4", 2: "lz4hc", 3: "snappy", 4: "zlib", 5: "zstd"}
+        cname = cnames.get(int(props[6]))
+        if cname is None:
+            return None
+        return {
+            "id": "blosc",
+            "cname": cname,
+            "clevel": int(props[4]),
+            "shuffle": int(props[5]),
+            "blocksize": 0,
+        }
+    return None
+
+
+FILTER_NAMES = {
+    1: "deflate",
+    2: "shuffle",
+    3: "fletcher32",
+    4: "szip",
+    5: "nbit",
+    6: "scaleoffset",
+    307: "bzip2",
+    32001: "blosc",
+    32004: "lz4",
+    32008: "bitshuffle",
+    32015: "zstd",
+}
+
+
+def dataset_filters(dset: Any) -> list[tuple[int, tuple[int, ...]]]:
+    """(filter id, client values) for each filter in the dataset's pipeline, in order."""
+    dcpl = dset.id.get_create_plist()
+    out = []
+    for i in range(dcpl.get_nfilters()):
+        fid, _flags, values, _name = dcpl.get_filter(i)
+        out.append((int(fid), tuple(int(v) for v in values)))
+    return out
+
+
+def decode_attr(value: Any) -> Any:
+    """An HDF5 attribute value as a JSON-friendly Python value, as netCDF4 presents it."""
+    import h5py
+
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace").rstrip("\x00")
+    if isinstance(value, str):
+        return value.rstrip("\x00")
+    if isinstance(value, h5py.Empty):
+        return ""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "S":
+            items = [v.decode("utf-8", errors="replace").rstrip("\x00") for v in value.ravel()]
+            return items[0] if len(items) == 1 else items
+        if value.dtype.kind == "O":
+            items = [decode_attr(v) for v in value.ravel()]
+            return items[0] if len(items) == 1 else items
+        if value.dtype.kind == "U":
+            items = [str(v) for v in value.ravel()]
+            return items[0] if len(items) == 1 else items
+        if value.dtype.names or value.dtype.kind == "V":
+            raise TypeError("compound/opaque attribute")
+        if value.size == 1:
+            return value.ravel()[0].item()
+        return value.tolist()
+    if isinstance(value, np.generic):
+        if value.dtype.kind in "SV" or value.dtype.names:
+            raise TypeError("compound/opaque attribute")
+        return value.item()
+    return value
+
+
+def _attr_names(obj: Any) -> list[str]:
+    try:
+        return list(obj.attrs)
+    except (KeyError, OSError, TypeError):
+        # h5py's high-level iteration gives up on the first attribute of a type it cannot
+        # read (e.g. compound); list the names at the low level and skip those one by one
+        import h5py
+
+        names: list[str] = []
+        h5py.h5a.iterate(obj.id, lambda n: names.append(n.decode("utf-8", "replace")))
+        return names
+
+
+class UnreadableAttribute(Exception):
+    """An attribute whose type (compound, opaque, reference) has no JSON/Zarr form."""
+
+
+def extract_attrs(obj: Any, *, strict: bool = True) -> dict[str, Any]:
+    """Attributes as netCDF4 shows them; ``strict``: raise on one that cannot be kept."""
+    attrs: dict[str, Any] = {}
+    for name in _attr_names(obj):
+        if name in _HIDDEN_ATTRS:
+            continue
+        try:
+            attrs[name] = decode_attr(obj.attrs[name])
+        except (OSError, TypeError, KeyError) as err:
+            if strict:
+                raise UnreadableAttribute(
+                    f"attribute {name!r} has a type with no Zarr/JSON form ({err})"
+                ) from err
+    return attrs
+
+
+class _PhonyDims:
+    """netCDF-C's naming of dimensions that have no dimension scale.
+
+    A dataset dimension reuses an earlier phony dimension of the same length and maximum
+    length that this dataset does not already use; otherwise a new ``phony_dim_N`` is made.
+    (Checked against netCDF4-python on pyfive_fletcher32.hdf5 and pyfive_resizable.hdf5.)
+    """
+
+    def __init__(self) -> None:
+        self.dims: list[tuple[str, int, int | None]] = []
+
+    def name_for(self, length: int, maxlen: int | None, used: set[str]) -> str:
+        for name, ln, mx in self.dims:
+            if ln == length and mx == maxlen and name not in used:
+                return name
+        name = f"phony_dim_{len(self.dims)}"
+        self.dims.append((name, length, maxlen))
+        return name
+
+
+def _dims_of(dset: Any, group_name: str, phony: _PhonyDims) -> tuple[str, ...]:
+    import h5py
+
+    dims: list[str] = []
+    used: set[str] = set()
+    for n in range(dset.ndim):
+        name: str | None = None
+        try:
+            scales = dset.dims[n]
+            if len(scales) >= 1:
+                name = str(scales[0].name)
+        except Exception:  # broken dimension list: fall back to phony names
+            name = None
+        if name is None and dset.ndim == 1 and h5py.h5ds.is_scale(dset.id):
+            name = str(dset.name)
+        if name is None:
+            name = phony.name_for(dset.shape[n], (dset.maxshape or dset.shape)[n], used)
+        else:
+            name = name.rsplit("/", 1)[-1]
+        used.add(name)
+        dims.append(name)
+    return tuple(dims)
+
+
+def _is_dimension_only(dset: Any) -> bool:
+    name = dset.attrs.get("NAME") if "NAME" in dset.attrs else None
+    return isinstance(name, bytes | np.bytes_) and bytes(name).startswith(_NC_DIM_ONLY)
+
+
+def _storage_dtype(dset: Any) -> tuple[np.dtype | None, str | None]:
+    """The dtype to reference or inline with, or (None, reason) when neither is faithful."""
+    import h5py
+
+    dt = dset.dtype
+    string_info = h5py.check_string_dtype(dt)
+    if string_info is not None:
+        if string_info.length is None:
+            return np.dtype("O"), "variable-length strings"
+        if string_info.length > 1:
+            # netCDF-C reads fixed-length strings longer than one byte as NC_STRING
+            return np.dtype("O"), "fixed-length strings (read as text by netCDF)"
+        return np.dtype(f"S{string_info.length}"), None
+    enum = h5py.check_enum_dtype(dt)
+    if enum is not None:
+        return np.dtype(dt.base if dt.base != dt else dt), None
+    if h5py.check_vlen_dtype(dt) is not None:
+        return None, "variable-length (ragged) type has no Zarr equivalent"
+    if dt.names:
+        return None, "compound type has no Zarr equivalent xarray decodes"
+    if dt.kind == "V":
+        return None, "opaque type has no Zarr equivalent"
+    if dt.kind == "O" or h5py.check_ref_dtype(dt) is not None:
+        return None, "HDF5 object references cannot be stored in Zarr"
+    if dt.kind in "biuf":
+        return dt, None
+    if dt.kind == "S":
+        return dt, None
+    return None, f"data type {dt} is not supported"
+
+
+def _chunk_refs(dset: Any, chunks: tuple[int, ...]) -> ChunkRefs:
+    grid = tuple(math.ceil(s / c) for s, c in zip(dset.shape, chunks, strict=True))
+    refs = ChunkRefs.empty(grid)
+    dsid = dset.id
+    if dsid.get_num_chunks() == 0:
+        return refs
+
+    def add(info: Any) -> None:
+        key = tuple(o // c for o, c in zip(info.chunk_offset, chunks, strict=True))
+        refs.source[key] = 0
+        refs.offset[key] = info.byte_offset
+        refs.length[key] = info.size
+
+    dsid.chunk_iter(add)
+    return refs
+
+
+def subchunk_shape(shape: tuple[int, ...], itemsize: int, target_bytes: int) -> tuple[int, ...]:
+    """Chunk shape that splits a C-ordered contiguous array into byte-contiguous pieces.
+
+    The first axis whose trailing block fits in ``target_bytes`` is split into runs of the
+    largest divisor of its length that fits, so every piece is a whole chunk (no partial
+    edge chunk, whose bytes would run past the variable).
+    """
+    if not shape:
+        return ()
+    for axis in range(len(shape)):
+        block = math.prod(shape[axis + 1 :]) * itemsize
+        if block <= target_bytes or axis == len(shape) - 1:
+            per = max(1, target_bytes // max(block, 1))
+            n = shape[axis]
+            k = max(d for d in _divisors(n) if d <= per) if n else 1
+            return (1,) * axis + (max(k, 1),) + tuple(shape[axis + 1 :])
+    return tuple(shape)
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def contiguous_refs(
+    shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int, source: int, offset: int
+) -> ChunkRefs:
+    """Byte-range references of a C-ordered contiguous array split into ``chunks``."""
+    grid = tuple(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
+    refs = ChunkRefs.empty(grid)
+    if not shape:
+        refs.source[()] = source
+        refs.offset[()] = offset
+        refs.length[()] = itemsize
+        return refs
+    # element index of each chunk's first element, in C order
+    idx = np.indices(grid).reshape(len(grid), -1)
+    starts = idx * np.array(chunks)[:, None]
+    strides = np.array([math.prod(shape[i + 1 :]) for i in range(len(shape))])
+    flat = (starts * strides[:, None]).sum(axis=0)
+    refs.source[...] = source
+    refs.offset[...] = (offset + flat * itemsize).reshape(grid).astype(np.uint64)
+    refs.length[...] = math.prod(chunks) * itemsize
+    return refs
+
+
+def _read_inline(dset: Any, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind == "O":
+        data = np.asarray(dset.asstr(errors="replace")[()], dtype=object)
+        strip = np.frompyfunc(lambda s: s.rstrip("\x00"), 1, 1)
+        return np.asarray(strip(data), dtype=object) if data.size else data
+    if dset.size == 0:
+        return np.empty(dset.shape, dtype=dtype)
+    return np.asarray(dset[()], dtype=dtype)
+
+
+def parse_hdf5(
+    fileobj: Any,
+    url: str,
+    *,
+    group: str | None = None,
+    subchunk_bytes: int = 16 * 2**20,
+    inline_bytes: int = 64 * 2**10,
+    inline_limit_bytes: int = 4 * 2**20,
+    drop_variables: Iterable[str] = (),
+    on_unsupported: str = "raise",
+) -> VirtualDataset:
+    """Build the virtual dataset of one NetCDF-4/HDF5 file.
+
+    ``fileobj`` is a path or a binary file object h5py can read; ``url`` is what the
+    references will point at. ``inline_bytes``: referenceable variables up to this size are
+    inlined anyway (coordinates open without a request per value). ``inline_limit_bytes``:
+    variables that cannot be referenced are inlined up to this size and refused above it.
+    """
+    import h5py
+    import hdf5plugin  # noqa: F401  (registers bzip2/lz4/bitshuffle/zstd/blosc filters)
+
+    try:
+        f = h5py.File(fileobj, "r")
+    except OSError as err:
+        raise CorruptSourceError(f"{url}: not a readable HDF5 file ({err})", source=url) from err
+    with f:
+        g = f[group] if group else f
+        if not isinstance(g, h5py.Group):
+            raise CorruptSourceError(f"{url}: {group!r} is not a group", source=url)
+        drop = set(drop_variables)
+        phony = _PhonyDims()
+        variables: dict[str, VirtualVariable] = {}
+        for name in g:
+            if name in drop:
+                continue
+            try:
+                obj = g.get(name)
+            except (KeyError, OSError):  # dangling soft/external link
+                continue
+            if not isinstance(obj, h5py.Dataset) or _is_dimension_only(obj):
+                continue
+            try:
+                var = _variable(
+                    obj, name, url, str(g.name), phony,
+                    subchunk_bytes=subchunk_bytes,
+                    inline_bytes=inline_bytes,
+                    inline_limit_bytes=inline_limit_bytes,
+                    strict_attrs=on_unsupported != "drop",
+                )
+            except UnreadableAttribute as err:
+                var = str(err)
+            if isinstance(var, str):
+                if on_unsupported == "drop":
+                    continue
+                raise UnsupportedVariableError(
+                    f"{url}: variable {name!r} cannot be virtualized: {var}",
+                    variable=name,
+                    source=url,
+                )
+            # netCDF-C stores a variable that shares a dimension's name without being its
+            # coordinate under this prefix; netCDF4 shows it by its real name
+            variables[name.removeprefix("_nc4_non_coord_")] = var.with_(
+                name=name.removeprefix("_nc4_non_coord_"))
+        try:
+            attrs = extract_attrs(g, strict=on_unsupported != "drop")
+        except UnreadableAttribute as err:
+            raise UnsupportedVariableError(f"{url}: group {g.name!r}: {err}",
+                                           source=url) from err
+    return VirtualDataset(variables=variables, attrs=attrs, sources=[url])
+
+
+def _variable(
+    dset: Any,
+    name: str,
+    url: str,
+    group_name: str,
+    phony: _PhonyDims,
+    *,
+    subchunk_bytes: int,
+    inline_bytes: int,
+    inline_limit_bytes: int,
+    strict_attrs: bool = True,
+) -> VirtualVariable | str:
+    """The virtual variable, or the reason it can be neither referenced nor inlined."""
+    dims = _dims_of(dset, group_name, phony)
+    dtype, why_not = _storage_dtype(dset)
+    if dtype is None:
+        return why_not or "unsupported type"
+    shape = tuple(int(s) for s in dset.shape)
+    layout = _LAYOUTS.get(dset.id.get_create_plist().get_layout(), "unknown")
+    attrs = extract_attrs(dset, strict=strict_attrs)
+    try:
+        fill = dset.fillvalue
+        fill_value = fill.item() if hasattr(fill, "item") and dtype.kind != "O" else None
+    except Exception:
+        fill_value = None
+    if isinstance(fill_value, bytes):
+        fill_value = fill_value or None
+    nbytes = math.prod(shape) * (dtype.itemsize if dtype.kind != "O" else 64)
+
+    filters = dataset_filters(dset)
+    codecs: list[dict] = []
+    missing_codec = [FILTER_NAMES.get(fid, f"filter {fid}") for fid, props in filters
+                     if filter_codec(fid, props, dtype) is None]
+    if not missing_codec:
+        codecs = [c for fid, props in filters if (c := filter_codec(fid, props, dtype))]
+
+    reason: str | None = why_not
+    if reason is None:
+        if missing_codec:
+            reason = f"HDF5 filter {', '.join(missing_codec)} has no Zarr codec"
+        elif layout == "compact":
+            reason = "compact layout: the data lives in the object header"
+        elif layout == "virtual":
+            reason = "HDF5 virtual dataset layout"
+        elif layout == "contiguous" and dset.id.get_create_plist().get_external_count() > 0:
+            reason = "data stored in an external file"
+        elif layout == "unknown":
+            reason = "unknown storage layout"
+
+    base = dict(name=name, dims=dims, shape=shape, dtype=dtype, fill_value=fill_value,
+                attrs=attrs, layout=layout)
+
+    small_coord = dset.ndim == 1 and dims == (name,) and nbytes <= inline_limit_bytes
+    if reason is not None or nbytes <= inline_bytes or small_coord:
+        if reason is not None and nbytes > inline_limit_bytes:
+            return f"{reason}, and at {nbytes / 2**20:.1f} MB it is too large to inline"
+        try:
+            data = _read_inline(dset, dtype)
+        except OSError as err:
+            return f"{reason or 'inlining'} failed: the data cannot be read ({err})"
+        note = f"inlined: {reason}" if reason else "inlined: small"
+        return VirtualVariable(chunks=shape, data=data, note=note, **base)
+
+    if layout == "contiguous":
+        offset = dset.id.get_offset()
+        if offset is None:  # never written: every value is the fill value
+            chunks = shape
+            return VirtualVariable(chunks=chunks, refs=ChunkRefs.empty((1,) * len(shape)),
+                                   note="unallocated: all fill", **base)
+        chunks = subchunk_shape(shape, dtype.itemsize, subchunk_bytes)
+        refs = contiguous_refs(shape, chunks, dtype.itemsize, 0, int(offset))
+        note = None if chunks == shape else f"contiguous: split into {refs.count} sub-chunks"
+        return VirtualVariable(chunks=chunks, refs=refs, contiguous_at=(0, int(offset)),
+                               note=note, **base)
+
+    chunks = tuple(int(c) for c in dset.chunks)
+    refs = _chunk_refs(dset, chunks)
+    return VirtualVariable(chunks=chunks, codecs=codecs, refs=refs, **base)

@@ -1,0 +1,196 @@
+"""VirtualDataset -> an Icechunk repository (virtual chunks, plus native ones where needed).
+
+Arrays are created with zarr (v3 metadata: ``bytes`` serializer with the source's
+endianness, the HDF5 filters as ``numcodecs.*`` codecs), references are set in bulk with
+``IcechunkStore.set_virtual_refs``, inlined variables and the native chunks of a misaligned
+combine are written as ordinary Icechunk chunks, and the whole is one commit.
+
+The repository records, per virtual chunk, the source's modification time, so Icechunk
+itself refuses to serve a chunk whose file was rewritten after referencing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from zarrport import storage
+from zarrport.virtual.model import MISSING, VirtualDataset, VirtualVariable
+from zarrport.virtual.read import ByteFetcher, read_region
+
+#: metadata key of the commit that records sources and their stats
+PROVENANCE_KEY = "zarrport"
+
+
+def source_prefixes(urls: list[str]) -> list[str]:
+    """Virtual chunk container prefixes covering ``urls``: the bucket/container of remote
+    sources, the deepest common directory of local ones (Icechunk wants a directory)."""
+    import os.path
+
+    out: set[str] = set()
+    local = [u.removeprefix("file://") for u in urls if u.startswith("file://")]
+    if local:
+        common = os.path.commonpath([os.path.dirname(p) for p in local])
+        out.add(f"file://{common.rstrip('/')}/")
+    for url in urls:
+        if not url.startswith("file://"):
+            scheme, rest = url.split("://", 1)
+            out.add(f"{scheme}://{rest.split('/', 1)[0]}/")
+    return sorted(out)
+
+
+def _codecs_v3(var: VirtualVariable) -> tuple[Any, list[Any]]:
+    from zarr.codecs import BytesCodec
+    from zarr.registry import get_codec_class
+
+    if var.dtype.kind == "O":
+        from zarr.codecs import VLenUTF8Codec
+
+        return VLenUTF8Codec(), []
+    endian = {"<": "little", ">": "big"}.get(var.dtype.byteorder)
+    if endian is None and var.dtype.byteorder == "=":
+        endian = "little" if np.little_endian else "big"
+    serializer = BytesCodec(endian=endian) if var.dtype.itemsize > 1 else BytesCodec(endian=None)
+    compressors = []
+    for cfg in var.codecs:
+        cfg = dict(cfg)
+        cls = get_codec_class(f"numcodecs.{cfg.pop('id')}")
+        compressors.append(cls(**cfg))
+    return serializer, compressors
+
+
+def _fill_value(var: VirtualVariable) -> Any:
+    if var.dtype.kind == "O":
+        return ""
+    if var.fill_value is None:
+        return None
+    return var.fill_value
+
+
+def _mtime(stat: dict[str, Any]) -> dt.datetime | None:
+    mtime = stat.get("mtime")
+    if mtime is None:
+        return None
+    # Icechunk compares "modified after": allow the second it was read in
+    return dt.datetime.fromtimestamp(math.ceil(float(mtime)) + 1, tz=dt.UTC)
+
+
+def quiet_icechunk() -> None:
+    """Icechunk warns on every local repository that local storage is not safe for
+    concurrent commits; zarrport commits from one process. ICECHUNK_LOG still wins."""
+    import os
+
+    import icechunk
+
+    if "ICECHUNK_LOG" not in os.environ:
+        icechunk.set_logs_filter("error")
+
+
+def v3_attrs(var: VirtualVariable) -> dict[str, Any]:
+    """Attributes for a Zarr v3 array: xarray reads ``_FillValue`` there in its own
+    encoding (base64 of a float64 for floats), so it is written that way."""
+    from xarray.backends.zarr import FillValueCoder
+
+    attrs = dict(var.attrs)
+    fill = attrs.get("_FillValue")
+    if fill is not None and var.dtype.kind in "biufS":
+        if var.dtype.kind == "S" and isinstance(fill, str):
+            fill = fill.encode()
+        attrs["_FillValue"] = FillValueCoder.encode(fill, var.dtype)
+    elif fill is not None:
+        attrs.pop("_FillValue")
+    return attrs
+
+
+def write_arrays(store: Any, vds: VirtualDataset, *, storage_options: dict | None = None,
+                 progress: Any = None) -> dict[str, int]:
+    """Create every array in ``store`` and fill it; returns counts of what was written."""
+    import icechunk
+    import zarr
+
+    root = zarr.open_group(store=store, mode="w", zarr_format=3, attributes=vds.attrs)
+    fetch = ByteFetcher(vds.sources, storage_options)
+    counts: dict[str, int] = defaultdict(int)
+    for name, var in vds.variables.items():
+        serializer, compressors = _codecs_v3(var)
+        dtype: Any = str if var.dtype.kind == "O" else var.dtype
+        arr = root.create_array(
+            name,
+            shape=var.shape,
+            chunks=var.chunks if math.prod(var.chunks) > 0 else tuple(max(c, 1) for c in
+                                                                        var.chunks),
+            dtype=dtype,
+            serializer=serializer,
+            compressors=compressors,
+            filters=[],
+            fill_value=_fill_value(var),
+            dimension_names=var.dims,
+            attributes=v3_attrs(var),
+        )
+        if var.data is not None:
+            if var.data.size:
+                arr[...] = var.data
+            counts["inlined_variables"] += 1
+            continue
+        if var.refs is None:
+            continue
+        specs = []
+        src, off, ln = var.refs.source, var.refs.offset, var.refs.length
+        stats = vds.source_stats
+        for idx in zip(*np.nonzero(src != MISSING), strict=True) if src.ndim else (
+            [()] if int(src) != MISSING else []
+        ):
+            s = int(src[idx])
+            specs.append(
+                icechunk.VirtualChunkSpec(
+                    index=[int(i) for i in idx],
+                    location=vds.sources[s],
+                    offset=int(off[idx]),
+                    length=int(ln[idx]),
+                    last_updated_at_checksum=_mtime(stats[s]) if s < len(stats) else None,
+                )
+            )
+        if specs:
+            failed = store.set_virtual_refs(f"/{name}", specs, validate_containers=True)
+            if failed:
+                raise RuntimeError(f"{name}: {len(failed)} references outside the containers")
+        counts["virtual_chunks"] += len(specs)
+        if var.native_chunks is not None:
+            for idx in zip(*np.nonzero(var.native_chunks), strict=True):
+                region = tuple(
+                    slice(i * c, min((i + 1) * c, n))
+                    for i, c, n in zip(idx, var.chunks, var.shape, strict=True)
+                )
+                arr[region] = read_region(var, region, fetch)
+                counts["native_chunks"] += 1
+        if progress is not None:
+            progress(name)
+    return dict(counts)
+
+
+def write_icechunk(vds: VirtualDataset, url: str, *, storage_options: dict | None = None,
+                   output_storage_options: dict | None = None, message: str,
+                   provenance: dict[str, Any]) -> dict[str, int]:
+    """Create the repository at ``url`` and commit the dataset on ``main``."""
+    import icechunk
+
+    quiet_icechunk()
+    config = icechunk.RepositoryConfig.default()
+    credentials: dict[str, Any] = {}
+    for prefix in source_prefixes(vds.sources):
+        container, creds = storage.icechunk_virtual_container(prefix, storage_options)
+        config.set_virtual_chunk_container(container)
+        credentials[prefix] = creds
+    repo = icechunk.Repository.create(
+        storage.icechunk_storage(url, output_storage_options),
+        config=config,
+        authorize_virtual_chunk_access=icechunk.containers_credentials(credentials),
+    )
+    session = repo.writable_session("main")
+    counts = write_arrays(session.store, vds, storage_options=storage_options)
+    session.commit(message, metadata={PROVENANCE_KEY: provenance})
+    return counts

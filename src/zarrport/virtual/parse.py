@@ -1,0 +1,128 @@
+"""Open one source, recognise its format from its bytes, and build its VirtualDataset."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from zarrport import storage
+from zarrport.errors import (
+    CorruptSourceError,
+    UnrecognizedFormatError,
+    ZarrportError,
+)
+from zarrport.virtual.model import MISSING, VirtualDataset
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    group: str | None = None
+    #: target size of byte-range sub-chunks of uncompressed contiguous variables
+    subchunk_bytes: int = 16 * 2**20
+    #: referenceable variables up to this size are inlined anyway
+    inline_bytes: int = 64 * 2**10
+    #: variables that cannot be referenced are inlined up to this size, refused above
+    inline_limit_bytes: int = 4 * 2**20
+    drop_variables: tuple[str, ...] = field(default_factory=tuple)
+    #: "raise" refuses a file with a variable that cannot be virtualized; "drop" skips it
+    on_unsupported: str = "raise"
+
+
+def sniff(head: bytes) -> str:
+    """'hdf5', 'netcdf3' or '' from a file's first bytes (HDF5 may sit after a user block)."""
+    if head[:8] == HDF5_MAGIC:
+        return "hdf5"
+    if head[:3] == b"CDF" and head[3:4] in (b"\x01", b"\x02", b"\x05"):
+        return "netcdf3"
+    for off in (512, 1024, 2048, 4096):
+        if head[off : off + 8] == HDF5_MAGIC:
+            return "hdf5"
+    return ""
+
+
+@contextlib.contextmanager
+def open_source(
+    url: str, storage_options: dict | None = None
+) -> Iterator[tuple[Any, BinaryIO, storage.SourceStat]]:
+    """(path-or-file for h5py, binary file, stat) of one source."""
+    st = storage.stat(url, storage_options)
+    fs, path = storage.filesystem(url, storage_options)
+    if url.startswith("file://"):
+        with open(path, "rb") as f:
+            yield path, f, st
+    else:
+        with fs.open(path, "rb", block_size=2 * 2**20, cache_type="blockcache") as f:
+            yield f, f, st
+
+
+def parse_source(
+    url: str, storage_options: dict | None = None, options: ParseOptions | None = None
+) -> VirtualDataset:
+    """The VirtualDataset of one NetCDF-4/HDF5 or NetCDF-3 file, with its stat recorded."""
+    from zarrport.virtual.hdf5 import parse_hdf5
+    from zarrport.virtual.netcdf3 import parse_netcdf3
+
+    options = options or ParseOptions()
+    url = storage.normalize_url(url)
+    with open_source(url, storage_options) as (h5target, f, st):
+        if st.size == 0:
+            raise UnrecognizedFormatError(f"{url}: the file is empty", source=url)
+        head = f.read(4104)
+        kind = sniff(head)
+        if not kind:
+            raise UnrecognizedFormatError(
+                f"{url}: not a NetCDF-4/HDF5 or NetCDF-3 file (starts with {head[:8]!r})",
+                source=url,
+            )
+        f.seek(0)
+        try:
+            if kind == "hdf5":
+                vds = parse_hdf5(
+                    h5target,
+                    url,
+                    group=options.group,
+                    subchunk_bytes=options.subchunk_bytes,
+                    inline_bytes=options.inline_bytes,
+                    inline_limit_bytes=options.inline_limit_bytes,
+                    drop_variables=options.drop_variables,
+                    on_unsupported=options.on_unsupported,
+                )
+            else:
+                vds = parse_netcdf3(
+                    f,
+                    url,
+                    file_size=st.size,
+                    subchunk_bytes=options.subchunk_bytes,
+                    inline_bytes=options.inline_bytes,
+                    drop_variables=options.drop_variables,
+                )
+        except ZarrportError:
+            raise
+        except (OSError, RuntimeError, ValueError, KeyError, IndexError) as err:
+            # h5py raises these for damaged B-trees, heaps and object headers
+            raise CorruptSourceError(
+                f"{url}: damaged {kind.upper()} file ({err})", source=url
+            ) from err
+    _check_ranges(vds, st.size)
+    vds.source_stats = [st.to_dict()]
+    return vds
+
+
+def _check_ranges(vds: VirtualDataset, size: int) -> None:
+    """Every referenced byte range must lie inside the file (a truncated file fails here)."""
+    for var in vds.variables.values():
+        if var.refs is None or var.refs.count == 0:
+            continue
+        present = var.refs.source != MISSING
+        ends = (var.refs.offset + var.refs.length)[present]
+        if ends.size and int(ends.max()) > size:
+            raise CorruptSourceError(
+                f"{vds.sources[0]}: truncated: variable {var.name!r} references bytes up to "
+                f"{int(ends.max())} but the file has {size}",
+                variable=var.name,
+                source=vds.sources[0],
+            )

@@ -1,0 +1,66 @@
+"""Shared pytest fixtures.
+
+Storage servers (this block): ``s3_server`` (moto) and ``azurite_server`` (Azurite blob),
+both session-scoped, listening on 127.0.0.1, started on first use and always stopped.
+Helpers live in ``tests/servers.py``. Other fixtures go below, in their own sections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_TESTS = Path(__file__).resolve().parent
+_SRC = _TESTS.parent / "src"
+# Run from a checkout without `pip install -e .`: make `import zarrport` find src/.
+try:  # pragma: no cover - depends on how the venv was set up
+    import zarrport  # noqa: F401
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(_SRC))
+if str(_TESTS) not in sys.path:
+    sys.path.insert(0, str(_TESTS))
+
+from servers import (  # noqa: E402
+    AzuriteServer,
+    S3Server,
+    ServerStartError,
+    run_azurite,
+    run_s3_server,
+)
+
+# --------------------------------------------------------------------------- storage servers
+
+
+def _serve(cm: contextlib.AbstractContextManager) -> Iterator:
+    """Enter a server context manager; a failure to start fails the test (never skips)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(cm)
+        except ServerStartError as e:
+            pytest.fail(str(e), pytrace=False)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server: ``.endpoint_url``, ``.storage_options`` (s3fs-style key/secret/
+    endpoint_url/client_kwargs.region_name), ``.create_bucket(name)``, ``.put_object(...)``,
+    ``.client()`` (boto3)."""
+    yield from _serve(run_s3_server(log_dir=tmp_path_factory.mktemp("moto-logs")))
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    """Azurite's blob service: ``.account_name``, ``.account_key``, ``.blob_endpoint``
+    (``http://127.0.0.1:PORT/devstoreaccount1``), ``.connection_string``,
+    ``.storage_options`` (adlfs-style, endpoint in ``connection_string``),
+    ``.endpoint_storage_options`` (endpoint as ``blob_endpoint``),
+    ``.create_container(name)``, ``.put_blob(...)``, ``.service_client()``.
+
+    Fails (does not skip) if ``node_modules/.bin/azurite-blob`` is missing: run ``make test``.
+    """
+    yield from _serve(run_azurite(log_dir=tmp_path_factory.mktemp("azurite-logs")))
