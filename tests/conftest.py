@@ -38,10 +38,13 @@ from servers import (  # noqa: E402
 def _serve(cm: contextlib.AbstractContextManager) -> Iterator:
     """Enter a server context manager; a failure to start fails the test (never skips)."""
     with contextlib.ExitStack() as stack:
+        error: ServerStartError | None = None
         try:
             server = stack.enter_context(cm)
         except ServerStartError as e:
-            pytest.fail(str(e), pytrace=False)
+            error = e
+        if error is not None:
+            pytest.fail(str(error), pytrace=False)
         yield server
 
 

@@ -339,15 +339,16 @@ class AzuriteServer:
         return f"az://{container}/{path}"
 
 
-AZURITE_MISSING = (
-    f"Azurite is not installed ({AZURITE_BIN} is missing). Run `make test`, which installs it "
-    "(or `npm install --no-audit --no-fund` in the repository root)."
-)
+def azurite_missing_message(path: Path) -> str:
+    return (
+        f"Azurite is not installed ({path} is missing). Run `make test`, which installs it "
+        "(or `npm install --no-audit --no-fund` in the repository root)."
+    )
 
 
 def azurite_argv(location: Path):
     if not AZURITE_BIN.exists():
-        raise ServerStartError(AZURITE_MISSING)
+        raise ServerStartError(azurite_missing_message(AZURITE_BIN))
 
     def argv(port: int) -> list[str]:
         return [

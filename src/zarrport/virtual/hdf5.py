@@ -13,8 +13,9 @@ codecs that do not exist in Zarr). Here every variable gets an explicit decision
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -165,47 +166,124 @@ def extract_attrs(obj: Any, *, strict: bool = True) -> dict[str, Any]:
 
 
 class _PhonyDims:
-    """netCDF-C's naming of dimensions that have no dimension scale.
+    """netCDF-C's naming of dimensions that have no dimension scale, in one group.
 
-    A dataset dimension reuses an earlier phony dimension of the same length and maximum
-    length that this dataset does not already use; otherwise a new ``phony_dim_N`` is made.
-    (Checked against netCDF4-python on pyfive_fletcher32.hdf5 and pyfive_resizable.hdf5.)
+    A dataset dimension reuses an earlier phony dimension of the group with the same length
+    and maximum length that this dataset does not already use; otherwise a new
+    ``phony_dim_N`` is made, N counting over the whole file.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, counter: Iterator[int]) -> None:
+        self.counter = counter
         self.dims: list[tuple[str, int, int | None]] = []
 
     def name_for(self, length: int, maxlen: int | None, used: set[str]) -> str:
         for name, ln, mx in self.dims:
             if ln == length and mx == maxlen and name not in used:
                 return name
-        name = f"phony_dim_{len(self.dims)}"
+        name = f"phony_dim_{next(self.counter)}"
         self.dims.append((name, length, maxlen))
         return name
 
 
-def _dims_of(dset: Any, group_name: str, phony: _PhonyDims) -> tuple[str, ...]:
+def _ordered_names(g: Any) -> list[str]:
+    """Link names in creation order when the file tracks it (netCDF-4 does), else by name."""
     import h5py
 
-    dims: list[str] = []
-    used: set[str] = set()
-    for n in range(dset.ndim):
-        name: str | None = None
+    names: list[str] = []
+    try:
+        g.id.links.iterate(lambda n: names.append(n.decode("utf-8", "replace")),
+                           idx_type=h5py.h5.INDEX_CRT_ORDER)
+        return names
+    except Exception:
+        return list(g)
+
+
+def _members(g: Any) -> tuple[list[Any], list[Any]]:
+    import h5py
+
+    groups, datasets = [], []
+    for name in _ordered_names(g):
         try:
-            scales = dset.dims[n]
-            if len(scales) >= 1:
-                name = str(scales[0].name)
-        except Exception:  # broken dimension list: fall back to phony names
-            name = None
-        if name is None and dset.ndim == 1 and h5py.h5ds.is_scale(dset.id):
-            name = str(dset.name)
-        if name is None:
-            name = phony.name_for(dset.shape[n], (dset.maxshape or dset.shape)[n], used)
-        else:
-            name = name.rsplit("/", 1)[-1]
-        used.add(name)
-        dims.append(name)
-    return tuple(dims)
+            obj = g.get(name)
+        except (KeyError, OSError):  # dangling soft/external link
+            continue
+        if isinstance(obj, h5py.Group):
+            groups.append(obj)
+        elif isinstance(obj, h5py.Dataset):
+            datasets.append(obj)
+    return groups, datasets
+
+
+def _scale_name(dset: Any, n: int) -> str | None:
+    import h5py
+
+    try:
+        scales = dset.dims[n]
+        if len(scales) >= 1:
+            return str(scales[0].name).rsplit("/", 1)[-1]
+    except Exception:  # broken dimension list: fall back to phony names
+        pass
+    if n == 0 and h5py.h5ds.is_scale(dset.id):
+        return str(dset.name).rsplit("/", 1)[-1]
+    return None
+
+
+def phony_dimension_names(f: Any) -> dict[str, tuple[str, ...]]:
+    """Dimension names of every dataset, as netCDF-C names them.
+
+    * dimension scales attached to the dataset;
+    * ``_Netcdf4Coordinates`` (netCDF dimension ids) for multi-dimensional coordinate
+      variables, which cannot carry a scale for their own later dimensions;
+    * otherwise phony dimensions. netCDF-C reads a group's subgroups before the group's own
+      datasets and counts phony dimensions over the whole file: in pyfive_latest.hdf5 the
+      root dataset's dimension is ``phony_dim_2`` because two subgroups came first.
+    """
+    dimids: dict[int, str] = {}
+
+    def collect(g: Any) -> None:
+        groups, datasets = _members(g)
+        for dset in datasets:
+            if "_Netcdf4Dimid" in dset.attrs:
+                try:
+                    dimids[int(np.asarray(dset.attrs["_Netcdf4Dimid"]).ravel()[0])] = (
+                        str(dset.name).rsplit("/", 1)[-1].removeprefix("_nc4_non_coord_"))
+                except (TypeError, ValueError, IndexError):
+                    pass
+        for sub in groups:
+            collect(sub)
+
+    collect(f)
+    counter = itertools.count()
+    out: dict[str, tuple[str, ...]] = {}
+
+    def visit(g: Any) -> None:
+        phony = _PhonyDims(counter)
+        groups, datasets = _members(g)
+        for sub in groups:
+            visit(sub)
+        for dset in datasets:
+            coords: list[int] = []
+            if "_Netcdf4Coordinates" in dset.attrs:
+                try:
+                    coords = [int(i) for i in np.asarray(dset.attrs["_Netcdf4Coordinates"])]
+                except (TypeError, ValueError):
+                    coords = []
+            dims: list[str] = []
+            used: set[str] = set()
+            for n in range(dset.ndim):
+                name = _scale_name(dset, n)
+                if name is None and n < len(coords) and coords[n] in dimids:
+                    name = dimids[coords[n]]
+                if name is None:
+                    maxshape = dset.maxshape or dset.shape
+                    name = phony.name_for(dset.shape[n], maxshape[n], used)
+                used.add(name)
+                dims.append(name)
+            out[str(dset.name)] = tuple(dims)
+
+    visit(f)
+    return out
 
 
 def _is_dimension_only(dset: Any) -> bool:
@@ -347,7 +425,7 @@ def parse_hdf5(
         if not isinstance(g, h5py.Group):
             raise CorruptSourceError(f"{url}: {group!r} is not a group", source=url)
         drop = set(drop_variables)
-        phony = _PhonyDims()
+        dim_names = phony_dimension_names(f)
         variables: dict[str, VirtualVariable] = {}
         for name in g:
             if name in drop:
@@ -360,7 +438,7 @@ def parse_hdf5(
                 continue
             try:
                 var = _variable(
-                    obj, name, url, str(g.name), phony,
+                    obj, name, dim_names[str(obj.name)],
                     subchunk_bytes=subchunk_bytes,
                     inline_bytes=inline_bytes,
                     inline_limit_bytes=inline_limit_bytes,
@@ -391,9 +469,7 @@ def parse_hdf5(
 def _variable(
     dset: Any,
     name: str,
-    url: str,
-    group_name: str,
-    phony: _PhonyDims,
+    dims: tuple[str, ...],
     *,
     subchunk_bytes: int,
     inline_bytes: int,
@@ -401,7 +477,6 @@ def _variable(
     strict_attrs: bool = True,
 ) -> VirtualVariable | str:
     """The virtual variable, or the reason it can be neither referenced nor inlined."""
-    dims = _dims_of(dset, group_name, phony)
     dtype, why_not = _storage_dtype(dset)
     if dtype is None:
         return why_not or "unsupported type"

@@ -95,15 +95,27 @@ def v3_attrs(var: VirtualVariable) -> dict[str, Any]:
     encoding (base64 of a float64 for floats), so it is written that way."""
     from xarray.backends.zarr import FillValueCoder
 
-    attrs = dict(var.attrs)
-    fill = attrs.get("_FillValue")
-    if fill is not None and var.dtype.kind in "biufS":
-        if var.dtype.kind == "S" and isinstance(fill, str):
-            fill = fill.encode()
+    attrs = strict_json(dict(var.attrs))
+    fill = var.attrs.get("_FillValue")
+    if fill is not None and var.dtype.kind in "biuf":
         attrs["_FillValue"] = FillValueCoder.encode(fill, var.dtype)
     elif fill is not None:
+        # xarray cannot decode a v3 _FillValue of a byte-string dtype (it raises
+        # "Unsupported dtype |S1"); netCDF char fill values mask nothing xarray decodes
         attrs.pop("_FillValue")
     return attrs
+
+
+def strict_json(value: Any) -> Any:
+    """Zarr v3 metadata must be strict JSON: NaN/Infinity become strings, as zarr does for
+    fill values. (zarr-python writes them as bare NaN tokens, which Icechunk rejects.)"""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def write_arrays(store: Any, vds: VirtualDataset, *, storage_options: dict | None = None,
@@ -112,7 +124,8 @@ def write_arrays(store: Any, vds: VirtualDataset, *, storage_options: dict | Non
     import icechunk
     import zarr
 
-    root = zarr.open_group(store=store, mode="w", zarr_format=3, attributes=vds.attrs)
+    root = zarr.open_group(store=store, mode="w", zarr_format=3,
+                           attributes=strict_json(vds.attrs))
     fetch = ByteFetcher(vds.sources, storage_options)
     counts: dict[str, int] = defaultdict(int)
     for name, var in vds.variables.items():

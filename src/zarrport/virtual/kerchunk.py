@@ -105,7 +105,9 @@ def to_refs(vds: VirtualDataset) -> dict[str, Any]:
         fill = _cf_fill(var)
         if var.data is not None:
             raw, filters = _inline_bytes(var)
-            refs[f"{name}/.zarray"] = _zarray(var, var.shape, filters, fill)
+            # a zero-length dimension still needs a chunk length of at least 1
+            chunks = tuple(max(s, 1) for s in var.shape)
+            refs[f"{name}/.zarray"] = _zarray(var, chunks, filters, fill)
             if math.prod(var.shape) > 0:
                 refs[f"{name}/{_key((0,) * len(var.shape))}"] = (
                     "base64:" + base64.b64encode(raw).decode()
