@@ -6,20 +6,9 @@ import math
 from typing import Any
 
 from zarrport.errors import CorruptSourceError
-from zarrport.inspect.guidelines import chunk_warnings
-from zarrport.inspect.plan import (
-    INLINE as P_INLINE,
-)
-from zarrport.inspect.plan import (
-    REFERENCE,
-    REFUSE,
-    SUBCHUNK,
-    UNALLOCATED,
-    VariablePlan,
-    dims_of,
-    plan_variable,
-    scale_names,
-)
+# the virtualizer's own per-variable decision: inspect reports exactly what virtualize does
+from zarrport.virtual import hdf5 as hdf5_plan
+from zarrport.inspect.guidelines import chunk_warnings, human_bytes
 from zarrport.inspect.report import (
     CONVERT,
     INLINE,
@@ -29,29 +18,27 @@ from zarrport.inspect.report import (
     SourceReport,
     VariableReport,
     mb,
+    reason_inline_coordinate,
+    reason_inline_small,
+    reason_subchunked,
 )
 from zarrport.virtual.hdf5 import (
     FILTER_NAMES,
     UnreadableAttribute,
     _is_dimension_only,
-    _PhonyDims,
     dataset_filters,
     extract_attrs,
     filter_codec,
+    phony_dimension_names,
 )
 from zarrport.virtual.parse import ParseOptions
 
 _NC4_VAR_ATTRS = ("_Netcdf4Dimid", "_Netcdf4Coordinates")
 
 
-def _size(n: float) -> str:
-    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
 
 
-def dtype_label(dset: Any, plan: VariablePlan) -> str:
+def dtype_label(dset: Any, plan: hdf5_plan.VariablePlan) -> str:
     """A short name of the variable's type: float32, S1, str, enum(int8), compound, ..."""
     import h5py
 
@@ -77,7 +64,7 @@ def dtype_label(dset: Any, plan: VariablePlan) -> str:
     return dt.name
 
 
-def _itemsize(dset: Any, plan: VariablePlan) -> int | None:
+def _itemsize(dset: Any, plan: hdf5_plan.VariablePlan) -> int | None:
     import h5py
 
     if plan.dtype is not None:
@@ -123,8 +110,7 @@ def inspect_hdf5(target: Any, url: str, *, size: int, options: ParseOptions) -> 
         g = f[group] if group else f
         if not isinstance(g, h5py.Group):
             raise CorruptSourceError(f"{url}: {group!r} is not a group", source=url)
-        names = scale_names(g)
-        phony = _PhonyDims()
+        dim_names = phony_dimension_names(f)
         is_netcdf = "_NCProperties" in f.attrs or "_nc3_strict" in f.attrs
         variables = []
         dims: dict[str, int] = {}
@@ -141,15 +127,15 @@ def inspect_hdf5(target: Any, url: str, *, size: int, options: ParseOptions) -> 
                 is_netcdf = True
                 continue
             is_netcdf = is_netcdf or any(a in obj.attrs for a in _NC4_VAR_ATTRS)
-            var_dims = dims_of(obj, str(g.name), phony, names)
-            plan = plan_variable(
+            var_dims = dim_names[str(obj.name)]
+            var_plan = hdf5_plan.plan_variable(
                 obj, name, var_dims,
                 subchunk_bytes=options.subchunk_bytes,
                 inline_bytes=options.inline_bytes,
                 inline_limit_bytes=options.inline_limit_bytes,
                 strict_attrs=options.on_unsupported != "drop",
             )
-            report, end = _variable_report(obj, name, var_dims, plan, size=size,
+            report, end = _variable_report(obj, name, var_dims, var_plan, size=size,
                                            options=options)
             variables.append(report)
             dims.update(zip(report.dims, report.shape, strict=True))
@@ -197,7 +183,7 @@ def inspect_hdf5(target: Any, url: str, *, size: int, options: ParseOptions) -> 
 
 
 def _variable_report(
-    dset: Any, name: str, dims: tuple[str, ...], plan: VariablePlan, *, size: int,
+    dset: Any, name: str, dims: tuple[str, ...], plan: hdf5_plan.VariablePlan, *, size: int,
     options: ParseOptions,
 ) -> tuple[VariableReport, int | None]:
     """The variable's report, and where its referenced/inlined bytes end in the file."""
@@ -208,7 +194,7 @@ def _variable_report(
 
     # storage chunks in the source, how many are written, where their bytes end
     end: int | None = None
-    wants_bytes = plan.action in (REFERENCE, SUBCHUNK, P_INLINE)
+    wants_bytes = plan.action in (hdf5_plan.REFERENCE, hdf5_plan.SUBCHUNK, hdf5_plan.INLINE)
     if layout == "chunked":
         chunks: tuple[int, ...] | None = tuple(int(c) for c in dset.chunks)
         allocated, end = _chunk_stats(dset, wants_bytes)
@@ -232,14 +218,14 @@ def _variable_report(
                                     codec["id"] if codec else None))
 
     attrs = plan.attrs
-    if plan.action == REFUSE:
+    if plan.action == hdf5_plan.REFUSE:
         try:
             attrs = extract_attrs(dset, strict=False)
         except Exception:
             attrs = {}
     fill_value = attrs.get("_FillValue", plan.fill_value)
 
-    verdict, reason = _verdict(plan, name, dims, options)
+    verdict, reason = _verdict(plan, options)
     if verdict == INLINE and end is not None and end > size:
         # _read_inline fails on bytes past the end of the file: _variable refuses it
         verdict = CONVERT
@@ -247,11 +233,12 @@ def _variable_report(
                   f"run to {end}, past the end of the {size}-byte file)")
 
     warnings = []
-    if plan.action in (REFERENCE, SUBCHUNK) and plan.chunks is not None:
-        n_read = allocated if plan.action == REFERENCE else _grid_count(shape, plan.chunks)
+    if plan.action in (hdf5_plan.REFERENCE, hdf5_plan.SUBCHUNK) and plan.chunks is not None:
+        subchunked = plan.action == hdf5_plan.SUBCHUNK
+        n_read = _grid_count(shape, plan.chunks) if subchunked else allocated
         warnings = chunk_warnings(
             layout=layout, dims=dims, shape=shape, chunks=plan.chunks, itemsize=itemsize,
-            n_chunks=int(n_read or 0), subchunked=plan.action == SUBCHUNK,
+            n_chunks=int(n_read or 0), subchunked=subchunked,
         )
 
     report = VariableReport(
@@ -278,35 +265,24 @@ def _variable_report(
     return report, end
 
 
-def _verdict(plan: VariablePlan, name: str, dims: tuple[str, ...],
-             options: ParseOptions) -> tuple[str, str]:
+def _verdict(plan: hdf5_plan.VariablePlan, options: ParseOptions) -> tuple[str, str]:
     shape = plan.shape
-    if plan.action == REFUSE:
+    if plan.action == hdf5_plan.REFUSE:
         return CONVERT, plan.message or "cannot be virtualized"
-    if plan.action == P_INLINE:
-        size = _size(plan.nbytes)
+    if plan.action == hdf5_plan.INLINE:
         if plan.reason is not None:
-            return INLINE, (f"{plan.reason}; at {size} it is small enough to inline "
-                            f"(limit {_size(options.inline_limit_bytes)})")
+            return INLINE, (f"{plan.reason}; at {human_bytes(plan.nbytes)} it is small enough "
+                            f"to inline (limit {human_bytes(options.inline_limit_bytes)})")
         if plan.nbytes <= options.inline_bytes:
-            return INLINE, (f"small ({size}, inline threshold "
-                            f"{_size(options.inline_bytes)}): values stored in the output")
-        return INLINE, (f"1-D coordinate ({size}, up to {_size(options.inline_limit_bytes)}): "
-                        "values stored in the output so it opens without a request per chunk")
-    if plan.action == UNALLOCATED:
+            return INLINE, reason_inline_small(plan.nbytes, options.inline_bytes)
+        return INLINE, reason_inline_coordinate(plan.nbytes, options.inline_limit_bytes)
+    if plan.action == hdf5_plan.UNALLOCATED:
         return VIRTUALIZE, ("contiguous and never written: every value is the fill value, "
                             "nothing to reference")
-    if plan.action == SUBCHUNK:
+    if plan.action == hdf5_plan.SUBCHUNK:
         assert plan.chunks is not None
-        n = _grid_count(shape, plan.chunks)
-        target = _size(options.subchunk_bytes)
-        if plan.chunks == shape:
-            return VIRTUALIZE_SUBCHUNKED, (
-                f"uncompressed contiguous: referenced as one byte range ({_size(plan.nbytes)}, "
-                f"within the {target} sub-chunk target)")
-        return VIRTUALIZE_SUBCHUNKED, (
-            f"uncompressed contiguous: referenced as {n} byte-range sub-chunks of shape "
-            f"{tuple(plan.chunks)} (target {target})")
+        return VIRTUALIZE_SUBCHUNKED, reason_subchunked(shape, plan.chunks, plan.nbytes,
+                                                        options.subchunk_bytes)
     if not plan.codecs:
         return VIRTUALIZE, "chunked, no filters: chunks referenced in place"
     codecs = ", ".join(c["id"] for c in plan.codecs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, BinaryIO
 
-from zarrport.inspect.guidelines import chunk_warnings
+from zarrport.inspect.guidelines import chunk_warnings, human_bytes
 from zarrport.inspect.report import (
     INLINE,
     VIRTUALIZE,
@@ -18,6 +18,9 @@ from zarrport.inspect.report import (
     SourceReport,
     VariableReport,
     mb,
+    reason_inline_coordinate,
+    reason_inline_small,
+    reason_subchunked,
 )
 from zarrport.virtual.netcdf3 import _read_header, parse_netcdf3
 from zarrport.virtual.parse import ParseOptions
@@ -27,11 +30,6 @@ _VERSIONS = {1: "CDF-1 (classic)", 2: "CDF-2 (64-bit offset)", 5: "CDF-5 (64-bit
 _COORD_INLINE_BYTES = 4 * 2**20
 
 
-def _size(n: float) -> str:
-    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def _dtype_label(dtype: Any) -> str:
@@ -72,29 +70,20 @@ def inspect_netcdf3(f: BinaryIO, url: str, *, size: int, options: ParseOptions) 
         if var.is_inline:
             verdict = INLINE
             if nbytes <= options.inline_bytes:
-                reason = (f"small ({_size(nbytes)}, inline threshold "
-                          f"{_size(options.inline_bytes)}): values stored in the output")
+                reason = reason_inline_small(nbytes, options.inline_bytes)
             else:
-                reason = (f"1-D coordinate ({_size(nbytes)}, up to {_size(_COORD_INLINE_BYTES)}"
-                          "): values stored in the output so it opens without a request "
-                          "per chunk")
+                reason = reason_inline_coordinate(nbytes, _COORD_INLINE_BYTES)
         elif is_record:
             verdict = VIRTUALIZE
             reason = (f"record variable: each of its {shape[0]} records is referenced in place "
-                      f"({_size(math.prod(chunks) * itemsize)} each)")
+                      f"({human_bytes(math.prod(chunks) * itemsize)} each)")
             warnings = chunk_warnings(layout="record", dims=var.dims, shape=shape,
                                       chunks=var.chunks, itemsize=itemsize,
                                       n_chunks=shape[0])
         else:
             verdict = VIRTUALIZE_SUBCHUNKED
             n = math.prod(var.grid)
-            if var.chunks == shape:
-                reason = (f"uncompressed contiguous: referenced as one byte range "
-                          f"({_size(nbytes)}, within the {_size(options.subchunk_bytes)} "
-                          "sub-chunk target)")
-            else:
-                reason = (f"uncompressed contiguous: referenced as {n} byte-range sub-chunks "
-                          f"of shape {tuple(var.chunks)} (target {_size(options.subchunk_bytes)})")
+            reason = reason_subchunked(shape, var.chunks, nbytes, options.subchunk_bytes)
             warnings = chunk_warnings(layout="contiguous", dims=var.dims, shape=shape,
                                       chunks=var.chunks, itemsize=itemsize, n_chunks=n,
                                       subchunked=True)

@@ -37,7 +37,8 @@ class GuidelineWarning:
         return asdict(self)
 
 
-def _human_bytes(n: float) -> str:
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KB' (powers of 1024)."""
     for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
@@ -65,11 +66,11 @@ def chunk_warnings(
         if subchunked and tuple(chunks) != tuple(shape):
             how = (f"the references split it into {n_chunks} byte-range pieces of shape "
                    f"{tuple(chunks)}, so every read pulls at least one whole piece"
-                   + (f" ({_human_bytes(chunk_bytes)})" if chunk_bytes is not None else ""))
+                   + (f" ({human_bytes(chunk_bytes)})" if chunk_bytes is not None else ""))
         else:
             how = "the references keep it as one piece, so every read pulls the whole variable"
             if chunk_bytes is not None:
-                how += f" ({_human_bytes(chunk_bytes)})"
+                how += f" ({human_bytes(chunk_bytes)})"
         out.append(GuidelineWarning(CONTIGUOUS, f"contiguous layout (not chunked): {how}"))
     if len(shape) >= 2:
         sy, sx = shape[-2], shape[-1]
@@ -91,8 +92,8 @@ def chunk_warnings(
     if chunk_bytes is not None and chunk_bytes < TINY_CHUNK_BYTES and n_chunks > TINY_CHUNK_COUNT:
         out.append(GuidelineWarning(
             TINY,
-            f"{n_chunks} chunks of {_human_bytes(chunk_bytes)} (under "
-            f"{_human_bytes(TINY_CHUNK_BYTES)}, more than {TINY_CHUNK_COUNT}): many small "
+            f"{n_chunks} chunks of {human_bytes(chunk_bytes)} (under "
+            f"{human_bytes(TINY_CHUNK_BYTES)}, more than {TINY_CHUNK_COUNT}): many small "
             "requests, slow to read and to list",
         ))
     return out

@@ -15,7 +15,7 @@ verdict that says what ``zarrport virtualize`` will do with it:
     the virtualizer refuses it (``UnsupportedVariableError``): it cannot be referenced
     faithfully and is too large to inline, or its type or attributes have no Zarr form.
 
-The verdicts come from the parser's own decision rules (:mod:`zarrport.inspect.plan` for
+The verdicts come from the parser's own decision rules (:func:`zarrport.virtual.hdf5.plan_variable` for
 HDF5, :func:`zarrport.virtual.netcdf3.parse_netcdf3` itself for NetCDF-3), so they agree with
 what :func:`zarrport.virtual.parse.parse_source` does with the same settings.
 """
@@ -36,7 +36,7 @@ from zarrport.errors import (
     UnrecognizedFormatError,
     ZarrportError,
 )
-from zarrport.inspect.guidelines import GuidelineWarning
+from zarrport.inspect.guidelines import GuidelineWarning, human_bytes
 from zarrport.virtual.parse import ParseOptions, open_source, sniff
 
 VIRTUALIZE = "virtualize"
@@ -75,6 +75,29 @@ def jsonable(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value
     return str(value)
+
+
+# reasons shared by the HDF5 and NetCDF-3 reports
+
+
+def reason_inline_small(nbytes: int, inline_bytes: int) -> str:
+    return (f"small ({human_bytes(nbytes)}, inline threshold {human_bytes(inline_bytes)}): "
+            "values stored in the output")
+
+
+def reason_inline_coordinate(nbytes: int, limit: int) -> str:
+    return (f"1-D coordinate ({human_bytes(nbytes)}, up to {human_bytes(limit)}): values "
+            "stored in the output so it opens without a request per chunk")
+
+
+def reason_subchunked(shape: tuple[int, ...], chunks: tuple[int, ...], nbytes: int,
+                      target: int) -> str:
+    if tuple(chunks) == tuple(shape):
+        return (f"uncompressed contiguous: referenced as one byte range ({human_bytes(nbytes)}"
+                f", within the {human_bytes(target)} sub-chunk target)")
+    n = math.prod(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
+    return (f"uncompressed contiguous: referenced as {n} byte-range sub-chunks of shape "
+            f"{tuple(chunks)} (target {human_bytes(target)})")
 
 
 @dataclass(frozen=True)
@@ -190,8 +213,12 @@ class SourceReport:
                 why.append(f"{len(refused)} variable(s) cannot be virtualized: "
                            + ", ".join(refused))
             why.extend(self.problems)
-            reason = ("the virtualizer refuses this file (" + "; ".join(why) + "); convert it, "
-                      "or virtualize with on_unsupported='drop' to leave those out")
+            if self.problems:
+                hint = "convert it"
+            else:
+                hint = ("convert it, or leave those variables out (virtualize --drop NAME, "
+                        "drop_variables=[...])")
+            reason = f"the virtualizer refuses this file ({'; '.join(why)}); {hint}"
         else:
             verdict = VIRTUALIZE
             reason = (f"all {len(self.variables)} variable(s) can be virtualized"

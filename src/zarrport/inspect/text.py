@@ -3,6 +3,7 @@ warnings, the reason for each verdict and the summary."""
 
 from __future__ import annotations
 
+from zarrport.inspect.guidelines import human_bytes
 from zarrport.inspect.report import VERDICTS, SourceReport, VariableReport
 
 _COLUMNS = ("name", "shape", "dtype", "layout", "chunks", "MB/chunk", "#chunks", "filters",
@@ -23,11 +24,6 @@ def _mb(x: float | None) -> str:
     return f"{x:.3g}" if x < 1000 else f"{x:.0f}"
 
 
-def _size(n: int) -> str:
-    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 def _count(v: VariableReport) -> str:
@@ -52,7 +48,7 @@ def render_text(report: SourceReport) -> str:
     """The report as the ``zarrport inspect`` table (plain text, ends with a newline)."""
     lines = [report.url]
     lines.append(f"  format   {report.format}: {report.format_version}")
-    lines.append(f"  size     {_size(report.size)} ({report.size} bytes), "
+    lines.append(f"  size     {human_bytes(report.size)} ({report.size} bytes), "
                  f"{report.global_attr_count} global attributes"
                  + (f", group {report.group}" if report.group else ""))
     if report.dims:

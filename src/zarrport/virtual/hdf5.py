@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass, field
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -215,13 +216,28 @@ def _members(g: Any) -> tuple[list[Any], list[Any]]:
     return groups, datasets
 
 
-def _scale_name(dset: Any, n: int) -> str | None:
+def _object_key(obj: Any) -> tuple[int, int]:
+    import h5py
+
+    info = h5py.h5o.get_info(obj.id)
+    return (info.fileno, info.addr)
+
+
+def _scale_name(dset: Any, n: int, paths: dict[tuple[int, int], str]) -> str | None:
+    """Name of the dimension scale attached to dimension ``n``, if any.
+
+    ``scale.name`` makes HDF5 search the whole file for a path to the object (7 ms a scale,
+    40 s on netcdfc_ref_hdf5_compat1.nc); ``paths`` maps object addresses to the paths seen
+    while walking the file, so the search is only the fallback.
+    """
     import h5py
 
     try:
         scales = dset.dims[n]
         if len(scales) >= 1:
-            return str(scales[0].name).rsplit("/", 1)[-1]
+            scale = scales[0]
+            path = paths.get(_object_key(scale))
+            return str(path if path is not None else scale.name).rsplit("/", 1)[-1]
     except Exception:  # broken dimension list: fall back to phony names
         pass
     if n == 0 and h5py.h5ds.is_scale(dset.id):
@@ -240,10 +256,12 @@ def phony_dimension_names(f: Any) -> dict[str, tuple[str, ...]]:
       root dataset's dimension is ``phony_dim_2`` because two subgroups came first.
     """
     dimids: dict[int, str] = {}
+    paths: dict[tuple[int, int], str] = {}
 
     def collect(g: Any) -> None:
         groups, datasets = _members(g)
         for dset in datasets:
+            paths.setdefault(_object_key(dset), str(dset.name))
             if "_Netcdf4Dimid" in dset.attrs:
                 try:
                     dimids[int(np.asarray(dset.attrs["_Netcdf4Dimid"]).ravel()[0])] = (
@@ -272,7 +290,7 @@ def phony_dimension_names(f: Any) -> dict[str, tuple[str, ...]]:
             dims: list[str] = []
             used: set[str] = set()
             for n in range(dset.ndim):
-                name = _scale_name(dset, n)
+                name = _scale_name(dset, n, paths)
                 if name is None and n < len(coords) and coords[n] in dimids:
                     name = dimids[coords[n]]
                 if name is None:
@@ -466,7 +484,45 @@ def parse_hdf5(
     return VirtualDataset(variables=variables, attrs=attrs, sources=[url])
 
 
-def _variable(
+#: what the virtualizer does with a variable
+REFERENCE = "reference"  # reference the dataset's own chunks (codecs = its filter pipeline)
+SUBCHUNK = "subchunk"  # uncompressed contiguous: byte-range sub-chunks of ``chunks``
+UNALLOCATED = "unallocated"  # contiguous, never written: no references, all fill value
+INLINE = "inline"  # the values are read and stored in the output
+REFUSE = "refuse"  # UnsupportedVariableError (or dropped with on_unsupported="drop")
+
+
+@dataclass(frozen=True)
+class VariablePlan:
+    """What ``_variable`` does with one dataset, decided without reading its data."""
+
+    action: str
+    #: HDF5 storage layout: contiguous, chunked, compact, virtual, unknown
+    layout: str
+    #: the dtype it is referenced / inlined with; None when no Zarr dtype is faithful
+    dtype: np.dtype | None
+    shape: tuple[int, ...]
+    #: the size ``_variable`` compares with the thresholds (64 bytes per object element)
+    nbytes: int
+    #: why its bytes cannot be referenced as they are (None: they can)
+    reason: str | None
+    #: numcodecs configs of the filter pipeline (empty when a filter has no codec)
+    codecs: list[dict] = field(default_factory=list)
+    #: names of filters that have no Zarr codec
+    missing_codecs: list[str] = field(default_factory=list)
+    #: chunk shape of the virtual variable (None when refused)
+    chunks: tuple[int, ...] | None = None
+    #: INLINE: the variable's note ("inlined: ..."); REFUSE: the refusal reason;
+    #: SUBCHUNK / UNALLOCATED: the note or None
+    message: str | None = None
+    #: attributes as ``extract_attrs`` returns them ({} when refused before they are read)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    fill_value: Any = None
+    #: SUBCHUNK: byte offset of the contiguous data in the file
+    offset: int | None = None
+
+
+def plan_variable(
     dset: Any,
     name: str,
     dims: tuple[str, ...],
@@ -475,14 +531,19 @@ def _variable(
     inline_bytes: int,
     inline_limit_bytes: int,
     strict_attrs: bool = True,
-) -> VirtualVariable | str:
-    """The virtual variable, or the reason it can be neither referenced nor inlined."""
+) -> VariablePlan:
+    """The virtualizer's decision for one h5py dataset (mirrors ``hdf5._variable``)."""
+    shape = tuple(int(s) for s in dset.shape)
+    dcpl = dset.id.get_create_plist()
+    layout = _LAYOUTS.get(dcpl.get_layout(), "unknown")
     dtype, why_not = _storage_dtype(dset)
     if dtype is None:
-        return why_not or "unsupported type"
-    shape = tuple(int(s) for s in dset.shape)
-    layout = _LAYOUTS.get(dset.id.get_create_plist().get_layout(), "unknown")
-    attrs = extract_attrs(dset, strict=strict_attrs)
+        return VariablePlan(REFUSE, layout, None, shape, 0, why_not,
+                            message=why_not or "unsupported type")
+    try:
+        attrs = extract_attrs(dset, strict=strict_attrs)
+    except UnreadableAttribute as err:
+        return VariablePlan(REFUSE, layout, dtype, shape, 0, str(err), message=str(err))
     try:
         fill = dset.fillvalue
         fill_value = fill.item() if hasattr(fill, "item") and dtype.kind != "O" else None
@@ -507,37 +568,72 @@ def _variable(
             reason = "compact layout: the data lives in the object header"
         elif layout == "virtual":
             reason = "HDF5 virtual dataset layout"
-        elif layout == "contiguous" and dset.id.get_create_plist().get_external_count() > 0:
+        elif layout == "contiguous" and dcpl.get_external_count() > 0:
             reason = "data stored in an external file"
         elif layout == "unknown":
             reason = "unknown storage layout"
 
-    base = dict(name=name, dims=dims, shape=shape, dtype=dtype, fill_value=fill_value,
-                attrs=attrs, layout=layout)
+    common = dict(layout=layout, dtype=dtype, shape=shape, nbytes=nbytes, reason=reason,
+                  codecs=codecs, missing_codecs=missing_codec, attrs=attrs,
+                  fill_value=fill_value)
 
     small_coord = dset.ndim == 1 and dims == (name,) and nbytes <= inline_limit_bytes
     if reason is not None or nbytes <= inline_bytes or small_coord:
         if reason is not None and nbytes > inline_limit_bytes:
-            return f"{reason}, and at {nbytes / 2**20:.1f} MB it is too large to inline"
-        try:
-            data = _read_inline(dset, dtype)
-        except OSError as err:
-            return f"{reason or 'inlining'} failed: the data cannot be read ({err})"
+            return VariablePlan(
+                REFUSE,
+                message=f"{reason}, and at {nbytes / 2**20:.1f} MB it is too large to inline",
+                **common,
+            )
         note = f"inlined: {reason}" if reason else "inlined: small"
-        return VirtualVariable(chunks=shape, data=data, note=note, **base)
+        return VariablePlan(INLINE, chunks=shape, message=note, **common)
 
     if layout == "contiguous":
         offset = dset.id.get_offset()
         if offset is None:  # never written: every value is the fill value
-            chunks = shape
-            return VirtualVariable(chunks=chunks, refs=ChunkRefs.empty((1,) * len(shape)),
-                                   note="unallocated: all fill", **base)
+            return VariablePlan(UNALLOCATED, chunks=shape, message="unallocated: all fill",
+                                **common)
         chunks = subchunk_shape(shape, dtype.itemsize, subchunk_bytes)
-        refs = contiguous_refs(shape, chunks, dtype.itemsize, 0, int(offset))
-        note = None if chunks == shape else f"contiguous: split into {refs.count} sub-chunks"
-        return VirtualVariable(chunks=chunks, refs=refs, contiguous_at=(0, int(offset)),
-                               note=note, **base)
+        count = math.prod(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
+        note = None if chunks == shape else f"contiguous: split into {count} sub-chunks"
+        return VariablePlan(SUBCHUNK, chunks=chunks, message=note, offset=int(offset),
+                            **common)
 
-    chunks = tuple(int(c) for c in dset.chunks)
-    refs = _chunk_refs(dset, chunks)
-    return VirtualVariable(chunks=chunks, codecs=codecs, refs=refs, **base)
+    return VariablePlan(REFERENCE, chunks=tuple(int(c) for c in dset.chunks), **common)
+
+
+def _variable(
+    dset: Any,
+    name: str,
+    dims: tuple[str, ...],
+    *,
+    subchunk_bytes: int,
+    inline_bytes: int,
+    inline_limit_bytes: int,
+    strict_attrs: bool = True,
+) -> VirtualVariable | str:
+    """The virtual variable, or the reason it can be neither referenced nor inlined."""
+    plan = plan_variable(dset, name, dims, subchunk_bytes=subchunk_bytes,
+                         inline_bytes=inline_bytes, inline_limit_bytes=inline_limit_bytes,
+                         strict_attrs=strict_attrs)
+    if plan.action == REFUSE:
+        return plan.message or "unsupported"
+    assert plan.dtype is not None and plan.chunks is not None
+    base = dict(name=name, dims=dims, shape=plan.shape, dtype=plan.dtype,
+                fill_value=plan.fill_value, attrs=plan.attrs, layout=plan.layout)
+    if plan.action == INLINE:
+        try:
+            data = _read_inline(dset, plan.dtype)
+        except OSError as err:
+            return f"{plan.reason or 'inlining'} failed: the data cannot be read ({err})"
+        return VirtualVariable(chunks=plan.shape, data=data, note=plan.message, **base)
+    if plan.action == UNALLOCATED:
+        return VirtualVariable(chunks=plan.shape, refs=ChunkRefs.empty((1,) * len(plan.shape)),
+                               note=plan.message, **base)
+    if plan.action == SUBCHUNK:
+        assert plan.offset is not None
+        refs = contiguous_refs(plan.shape, plan.chunks, plan.dtype.itemsize, 0, plan.offset)
+        return VirtualVariable(chunks=plan.chunks, refs=refs, contiguous_at=(0, plan.offset),
+                               note=plan.message, **base)
+    return VirtualVariable(chunks=plan.chunks, codecs=plan.codecs,
+                           refs=_chunk_refs(dset, plan.chunks), **base)
