@@ -67,3 +67,4 @@ def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite
     Fails (does not skip) if ``node_modules/.bin/azurite-blob`` is missing: run ``make test``.
     """
     yield from _serve(run_azurite(log_dir=tmp_path_factory.mktemp("azurite-logs")))
+

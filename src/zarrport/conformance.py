@@ -34,7 +34,7 @@ def check_file(path: Path, fmt: str, workdir: Path) -> Outcome:
 
     out = workdir / f"{path.name}.{fmt}"
     try:
-        zarrport.virtualize(str(path), str(out), overwrite=True)
+        result = zarrport.virtualize(str(path), str(out), overwrite=True)
     except ZarrportError as err:
         return Outcome(path.name, fmt, "refused", f"{type(err).__name__}: {_short(err, path)}")
     except Exception as err:  # a crash is a conformance failure, not a refusal
@@ -44,7 +44,9 @@ def check_file(path: Path, fmt: str, workdir: Path) -> Outcome:
     except Exception as err:
         return Outcome(path.name, fmt, "CRASH", f"verify: {type(err).__name__}: {err}")
     if report.ok:
-        return Outcome(path.name, fmt, "identical", _notes(path))
+        notes = sorted({n.removeprefix("inlined: ") for n in result.notes.values()
+                        if n != "inlined: small"})
+        return Outcome(path.name, fmt, "identical", "; ".join(notes))
     detail = "; ".join(f"{p.kind} {p.item}: {p.detail}" for p in report.problems[:3])
     return Outcome(path.name, fmt, "MISMATCH", detail)
 
@@ -52,19 +54,6 @@ def check_file(path: Path, fmt: str, workdir: Path) -> Outcome:
 def _short(err: Exception, path: Path) -> str:
     text = str(err)
     return text.replace(path.as_uri() + ": ", "").replace(str(path) + ": ", "")
-
-
-def _notes(path: Path) -> str:
-    """What the reader of the table should know about an identical file (inlined parts)."""
-    from zarrport.virtual.parse import parse_source
-
-    try:
-        vds = parse_source(str(path))
-    except Exception:
-        return ""
-    notes = sorted({v.note.removeprefix("inlined: ") for v in vds.variables.values()
-                    if v.note and v.note != "inlined: small"})
-    return "; ".join(notes)
 
 
 def run(paths: Iterable[Path], formats: Iterable[str] = FORMATS) -> list[Outcome]:

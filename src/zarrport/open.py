@@ -98,6 +98,7 @@ def open_dataset(url: str, *, storage_options: dict | None = None,
         ref_opts = storage.fsspec_reference_options(
             storage_options, remote_url=_first_target(url, kind, storage_options)
         )
+        _async_remote(ref_opts)
         so: dict[str, Any] = {"fo": fo, **ref_opts}
         if not url.startswith("file://"):
             so["target_options"] = storage.filesystem_options(url, storage_options)
@@ -146,6 +147,19 @@ def read_provenance(url: str, kind: str, storage_options: dict | None = None) ->
     except Exception:
         return None
     return None
+
+
+def _async_remote(ref_opts: dict[str, Any]) -> None:
+    """zarr 3 opens ``reference://`` with ``asynchronous=True``, and fsspec's
+    ReferenceFileSystem refuses an async target filesystem (s3fs, adlfs, gcsfs, http) that
+    was made synchronous ("target filesystem must have same value of asynchronous"): ask for
+    an asynchronous one. Sync targets (local files) are wrapped by fsspec itself."""
+    import fsspec
+
+    protocol = ref_opts.get("remote_protocol")
+    if protocol and getattr(fsspec.get_filesystem_class(protocol), "async_impl", False):
+        ref_opts["remote_options"] = {**ref_opts.get("remote_options", {}),
+                                      "asynchronous": True}
 
 
 def _first_target(url: str, kind: str, storage_options: dict | None) -> str | None:

@@ -130,7 +130,7 @@ def compare_datasets(expected: xr.Dataset, actual: xr.Dataset,
     for name in expected.variables:
         if name not in actual.variables:
             continue
-        ev, av = expected[name].variable, actual[name].variable
+        ev, av = expected.variables[name], actual.variables[name]
         if ev.dims != av.dims:
             problems.append(Problem("values", str(name), f"dims {ev.dims} vs {av.dims}"))
             continue
@@ -142,8 +142,8 @@ def compare_datasets(expected: xr.Dataset, actual: xr.Dataset,
             step = max(1, int(ev.shape[0] * slab_bytes // max(ev.nbytes, 1)))
             for i in range(0, ev.shape[0], step):
                 sl = {ev.dims[0]: slice(i, i + step)}
-                ok, why = _values_equal(np.asarray(ev[sl].values), np.asarray(av[sl].values),
-                                        packed)
+                ok, why = _values_equal(np.asarray(ev.isel(sl).values),
+                                        np.asarray(av.isel(sl).values), packed)
                 if not ok:
                     why = f"{why} (from index {i} along {ev.dims[0]})"
                     break

@@ -270,7 +270,7 @@ def _write_to(vds: VirtualDataset, url: str, fmt: str, refs: dict | None,
         fs, path = storage.filesystem(url, out_opts)
         target = path if url.startswith("file://") else url
         refs_to_dataframe(refs, target, storage_options=None if url.startswith("file://")
-                          else _fsspec_options(out_opts), record_size=100_000)
+                          else _fsspec_options(url, out_opts), record_size=100_000)
         fs.pipe_file(f"{path}/{PROVENANCE_FILE}", json.dumps(record).encode())
         return {}
     from zarrport.virtual.icechunk import write_icechunk
@@ -280,8 +280,11 @@ def _write_to(vds: VirtualDataset, url: str, fmt: str, refs: dict | None,
                           provenance=record, output_storage_options=out_opts)
 
 
-def _fsspec_options(options: dict | None) -> dict:
-    return dict(options or {})
+def _fsspec_options(url: str, options: dict | None) -> dict:
+    # kerchunk makes its own fsspec filesystem from these: they must be translated like
+    # every other fsspec use (zarrport's ``blob_endpoint`` means nothing to adlfs, which
+    # then talks to the public Azure endpoint instead of the configured one)
+    return storage.filesystem_options(url, options)
 
 
 def _commit_message(vds: VirtualDataset, record: dict[str, Any]) -> str:

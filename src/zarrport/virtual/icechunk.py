@@ -158,13 +158,18 @@ def write_arrays(store: Any, vds: VirtualDataset, *, storage_options: dict | Non
             [()] if int(src) != MISSING else []
         ):
             s = int(src[idx])
+            stat = stats[s] if s < len(stats) else {}
+            # An ETag changes on every rewrite; a modification time only has one-second
+            # resolution on object stores, so a quick rewrite would slip through it.
+            etag = stat.get("etag")
             specs.append(
                 icechunk.VirtualChunkSpec(
                     index=[int(i) for i in idx],
                     location=vds.sources[s],
                     offset=int(off[idx]),
                     length=int(ln[idx]),
-                    last_updated_at_checksum=_mtime(stats[s]) if s < len(stats) else None,
+                    etag_checksum=etag,
+                    last_updated_at_checksum=None if etag else _mtime(stat),
                 )
             )
         if specs:
