@@ -170,22 +170,8 @@ def open_oracle(url: str, storage_options: dict | None = None) -> xr.Dataset:
 
     url = storage.normalize_url(url)
     if url.startswith("file://"):
-        _enable_hdf5_plugins()
         return xr.open_dataset(url.removeprefix("file://"), engine="netcdf4")
     return open_dataset(url, storage_options=storage_options)
-
-
-def _enable_hdf5_plugins() -> None:
-    """Let netCDF-C find the bzip2/lz4/bitshuffle/zstd/blosc filters hdf5plugin ships."""
-    import os
-
-    if "HDF5_PLUGIN_PATH" not in os.environ:
-        try:
-            import hdf5plugin
-
-            os.environ["HDF5_PLUGIN_PATH"] = hdf5plugin.PLUGIN_PATH
-        except ImportError:
-            pass
 
 
 def oracle_for(sources: list[str], concat_dim: str | None,
