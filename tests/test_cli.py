@@ -73,7 +73,8 @@ def test_truncated_hdf5_fails_cleanly(tmp_path):
 
 
 def test_truncated_netcdf3_fails_cleanly(tmp_path):
-    real = Path(__file__).parents[2] / "shared/data/real/nc3/xclim_tas_Amon_HadGEM2-ES_rcp85_r1i1p1_200512-203011.nc"
+    real = (Path(__file__).parents[2] / "shared/data/real/nc3"
+            / "xclim_tas_Amon_HadGEM2-ES_rcp85_r1i1p1_200512-203011.nc")
     if not real.exists():
         pytest.skip("shared real data not present")
     cut = tmp_path / "cut.nc"
@@ -125,8 +126,8 @@ def test_unknown_output_format_and_missing_concat_dim(tmp_path, good):
 
 
 def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
-    from zarrport.virtual import icechunk as writer
     import zarrport
+    from zarrport.virtual import icechunk as writer
 
     paths = write_cmip6_archive(tmp_path / "src", years=[2015, 2016], nlat=4, nlon=4)
 
@@ -154,7 +155,7 @@ def test_virtualize_json_output_is_the_library_result(tmp_path):
 
 
 def test_virtualize_human_output_and_info(tmp_path):
-    paths = write_cmip6_archive(tmp_path / "src", years=[2015, 2016], nlat=4, nlon=4)
+    write_cmip6_archive(tmp_path / "src", years=[2015, 2016], nlat=4, nlon=4)
     out = tmp_path / "tas.parquet"
     proc = run("virtualize", str(tmp_path / "src" / "*.nc"), "-o", str(out), "--concat-dim",
                "time")

@@ -250,7 +250,7 @@ def test_s3_icechunk_quick_rewrite(s3, tmp_path):
     assert [(p.kind, p.item) for p in report.problems][:1] == [("changed", src)], report.problems
     with open_dataset(out, storage_options=opts) as ds:
         try:
-            values = ds["tas"].values
+            ds["tas"].load()  # must raise: the object changed
         except Exception as err:
             assert "changed" in str(err).lower(), err
             return  # refused: what we want

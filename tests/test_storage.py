@@ -7,12 +7,12 @@ import time
 import uuid
 
 import fsspec
+import icechunk
 import numpy as np
 import obstore
 import pytest
 import zarr
 
-import icechunk
 import servers
 from zarrport.errors import InvalidArgumentError, NotAFileError, SourceNotFoundError
 from zarrport.storage import (

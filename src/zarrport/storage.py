@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import functools
 import os
-import posixpath
 import re
 import urllib.error
 import urllib.request

@@ -6,8 +6,6 @@ import math
 from typing import Any
 
 from zarrport.errors import CorruptSourceError
-# the virtualizer's own per-variable decision: inspect reports exactly what virtualize does
-from zarrport.virtual import hdf5 as hdf5_plan
 from zarrport.inspect.guidelines import chunk_warnings, human_bytes
 from zarrport.inspect.report import (
     CONVERT,
@@ -22,6 +20,9 @@ from zarrport.inspect.report import (
     reason_inline_small,
     reason_subchunked,
 )
+
+# the virtualizer's own per-variable decision: inspect reports exactly what virtualize does
+from zarrport.virtual import hdf5 as hdf5_plan
 from zarrport.virtual.hdf5 import (
     FILTER_NAMES,
     UnreadableAttribute,

@@ -15,9 +15,10 @@ verdict that says what ``zarrport virtualize`` will do with it:
     the virtualizer refuses it (``UnsupportedVariableError``): it cannot be referenced
     faithfully and is too large to inline, or its type or attributes have no Zarr form.
 
-The verdicts come from the parser's own decision rules (:func:`zarrport.virtual.hdf5.plan_variable` for
-HDF5, :func:`zarrport.virtual.netcdf3.parse_netcdf3` itself for NetCDF-3), so they agree with
-what :func:`zarrport.virtual.parse.parse_source` does with the same settings.
+The verdicts come from the parser's own decision rules
+(:func:`zarrport.virtual.hdf5.plan_variable` for HDF5,
+:func:`zarrport.virtual.netcdf3.parse_netcdf3` itself for NetCDF-3), so they agree with what
+:func:`zarrport.virtual.parse.parse_source` does with the same settings.
 """
 
 from __future__ import annotations
@@ -31,13 +32,10 @@ import numpy as np
 
 from zarrport import storage
 from zarrport.errors import (
-    CorruptSourceError,
     InvalidArgumentError,
-    UnrecognizedFormatError,
-    ZarrportError,
 )
 from zarrport.inspect.guidelines import GuidelineWarning, human_bytes
-from zarrport.virtual.parse import ParseOptions, open_source, sniff
+from zarrport.virtual.parse import ParseOptions, recognised_source
 
 VIRTUALIZE = "virtualize"
 VIRTUALIZE_SUBCHUNKED = "virtualize_subchunked"
@@ -285,34 +283,16 @@ def inspect_source(
         inline_limit_bytes=int(inline_limit_mb * _MB),
     )
     url = storage.normalize_url(url)
-    with open_source(url, storage_options) as (h5target, f, st):
-        if st.size == 0:
-            raise UnrecognizedFormatError(f"{url}: the file is empty", source=url)
-        head = f.read(4104)
-        kind = sniff(head)
-        if not kind:
-            raise UnrecognizedFormatError(
-                f"{url}: not a NetCDF-4/HDF5 or NetCDF-3 file (starts with {head[:8]!r})",
-                source=url,
-            )
-        f.seek(0)
-        try:
-            if kind == "hdf5":
-                report = _hdf5.inspect_hdf5(h5target, url, size=st.size, options=options)
-            else:
-                if group not in (None, "", "/"):
-                    raise InvalidArgumentError(
-                        f"{url}: NetCDF-3 files have no groups (got group={group!r})",
-                        source=url,
-                    )
-                report = _netcdf3.inspect_netcdf3(f, url, size=st.size, options=options)
-        except ZarrportError:
-            raise
-        except (OSError, RuntimeError, ValueError, KeyError, IndexError) as err:
-            # what parse_source says for the same h5py/header failures
-            raise CorruptSourceError(
-                f"{url}: damaged {kind.upper()} file ({err})", source=url
-            ) from err
+    with recognised_source(url, storage_options) as (kind, h5target, f, st):
+        if kind == "hdf5":
+            report = _hdf5.inspect_hdf5(h5target, url, size=st.size, options=options)
+        else:
+            if group not in (None, "", "/"):
+                raise InvalidArgumentError(
+                    f"{url}: NetCDF-3 files have no groups (got group={group!r})",
+                    source=url,
+                )
+            report = _netcdf3.inspect_netcdf3(f, url, size=st.size, options=options)
     report.settings = {
         "subchunk_mb": subchunk_mb,
         "inline_kb": options.inline_bytes / 2**10,

@@ -20,7 +20,6 @@ from zarrport.errors import (
     OutputExistsError,
     OutputNotWritableError,
     SourceNotFoundError,
-    ZarrportError,
 )
 from zarrport.virtual.combine import combine
 from zarrport.virtual.model import VirtualDataset

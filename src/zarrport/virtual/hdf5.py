@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,7 +61,8 @@ def filter_codec(filter_id: int, props: tuple[int, ...] | None, dtype: np.dtype)
         return {"id": "bz2", "level": int(props[0]) if props else 9}
     if filter_id == 32015:  # zstd: a plain zstd frame per chunk
         return {"id": "zstd", "level": int(props[0]) if props else 0}
-    if filter_id == 32001 and len(props) >= 7:  # blosc: (..., typesize, size, clevel, shuffle, compressor)
+    # blosc: (..., typesize, size, clevel, shuffle, compressor)
+    if filter_id == 32001 and len(props) >= 7:
         cnames = {0: "blosclz", 1: "lz4", 2: "lz4hc", 3: "snappy", 4: "zlib", 5: "zstd"}
         cname = cnames.get(int(props[6]))
         if cname is None:

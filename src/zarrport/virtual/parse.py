@@ -59,15 +59,16 @@ def open_source(
             yield f, f, st
 
 
-def parse_source(
-    url: str, storage_options: dict | None = None, options: ParseOptions | None = None
-) -> VirtualDataset:
-    """The VirtualDataset of one NetCDF-4/HDF5 or NetCDF-3 file, with its stat recorded."""
-    from zarrport.virtual.hdf5 import parse_hdf5
-    from zarrport.virtual.netcdf3 import parse_netcdf3
+@contextlib.contextmanager
+def recognised_source(
+    url: str, storage_options: dict | None = None
+) -> Iterator[tuple[str, Any, BinaryIO, storage.SourceStat]]:
+    """(kind, path-or-file for h5py, binary file, stat) of a NetCDF-4/HDF5 or NetCDF-3 file.
 
-    options = options or ParseOptions()
-    url = storage.normalize_url(url)
+    Empty and unrecognised files raise :class:`UnrecognizedFormatError`; what the parsers
+    raise for damaged files (h5py's OSError/RuntimeError/..., header errors) becomes
+    :class:`CorruptSourceError`. ``parse_source`` and ``inspect_source`` both read through it.
+    """
     with open_source(url, storage_options) as (h5target, f, st):
         if st.size == 0:
             raise UnrecognizedFormatError(f"{url}: the file is empty", source=url)
@@ -80,26 +81,7 @@ def parse_source(
             )
         f.seek(0)
         try:
-            if kind == "hdf5":
-                vds = parse_hdf5(
-                    h5target,
-                    url,
-                    group=options.group,
-                    subchunk_bytes=options.subchunk_bytes,
-                    inline_bytes=options.inline_bytes,
-                    inline_limit_bytes=options.inline_limit_bytes,
-                    drop_variables=options.drop_variables,
-                    on_unsupported=options.on_unsupported,
-                )
-            else:
-                vds = parse_netcdf3(
-                    f,
-                    url,
-                    file_size=st.size,
-                    subchunk_bytes=options.subchunk_bytes,
-                    inline_bytes=options.inline_bytes,
-                    drop_variables=options.drop_variables,
-                )
+            yield kind, h5target, f, st
         except ZarrportError:
             raise
         except (OSError, RuntimeError, ValueError, KeyError, IndexError) as err:
@@ -107,6 +89,38 @@ def parse_source(
             raise CorruptSourceError(
                 f"{url}: damaged {kind.upper()} file ({err})", source=url
             ) from err
+
+
+def parse_source(
+    url: str, storage_options: dict | None = None, options: ParseOptions | None = None
+) -> VirtualDataset:
+    """The VirtualDataset of one NetCDF-4/HDF5 or NetCDF-3 file, with its stat recorded."""
+    from zarrport.virtual.hdf5 import parse_hdf5
+    from zarrport.virtual.netcdf3 import parse_netcdf3
+
+    options = options or ParseOptions()
+    url = storage.normalize_url(url)
+    with recognised_source(url, storage_options) as (kind, h5target, f, st):
+        if kind == "hdf5":
+            vds = parse_hdf5(
+                h5target,
+                url,
+                group=options.group,
+                subchunk_bytes=options.subchunk_bytes,
+                inline_bytes=options.inline_bytes,
+                inline_limit_bytes=options.inline_limit_bytes,
+                drop_variables=options.drop_variables,
+                on_unsupported=options.on_unsupported,
+            )
+        else:
+            vds = parse_netcdf3(
+                f,
+                url,
+                file_size=st.size,
+                subchunk_bytes=options.subchunk_bytes,
+                inline_bytes=options.inline_bytes,
+                drop_variables=options.drop_variables,
+            )
     _check_ranges(vds, st.size)
     vds.source_stats = [st.to_dict()]
     return vds
