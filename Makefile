@@ -38,5 +38,8 @@ conformance: install
 bench: install
 	$(PY) bench/bench_virtualize.py --out docs/benchmarks.md
 
+lint: install
+	$(PY) -m ruff check src tests scripts bench
+
 clean:
 	rm -rf $(VENV) node_modules demo-output .pytest_cache
