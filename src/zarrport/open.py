@@ -82,17 +82,25 @@ def detect(url: str, storage_options: dict | None = None) -> str:
     )
 
 
-def open_dataset(url: str, *, storage_options: dict | None = None,
+def open_dataset(url: str, *, storage_options: dict | None = None, engine: str | None = None,
                  **xarray_kwargs: Any) -> xr.Dataset:
     """Open ``url`` lazily as an ``xarray.Dataset`` with CF decoding.
 
     ``storage_options`` (fsspec-style, see :mod:`zarrport.storage`) are used both for the
-    output and for the source files it references. Extra keyword arguments go to
-    ``xarray.open_dataset`` (``chunks={}`` gives Dask arrays).
+    output and for the source files it references. kerchunk references are read by
+    zarrport's own reader (:mod:`zarrport.references`, many times faster than zarr-python
+    on small chunks); ``engine="zarr"`` reads them through fsspec's ReferenceFileSystem and
+    xarray's Zarr backend instead. Extra keyword arguments go to ``xarray.open_dataset``
+    (``chunks={}`` gives Dask arrays).
     """
     url = storage.normalize_url(url)
     kind = detect(url, storage_options)
     xarray_kwargs.setdefault("chunks", None)
+    if kind in ("kerchunk-json", "kerchunk-parquet") and engine in (None, "zarrport"):
+        from zarrport.references import ZarrportBackendEntrypoint
+
+        return xr.open_dataset(url, engine=ZarrportBackendEntrypoint,
+                               storage_options=storage_options, kind=kind, **xarray_kwargs)
     if kind in ("kerchunk-json", "kerchunk-parquet"):
         fo = url.removeprefix("file://") if url.startswith("file://") else url
         ref_opts = storage.fsspec_reference_options(
