@@ -66,6 +66,10 @@ def detect(url: str, storage_options: dict | None = None) -> str:
     if kind == "netcdf3":
         return "netcdf3"
     if head.lstrip()[:1] == b"{":
+        # kerchunk writes "version"/"refs" (or v0 metadata keys) first: no need to parse
+        # megabytes of references just to recognise them
+        if any(k in head[:512] for k in (b'"version"', b'"refs"', b'.zgroup"', b'.zattrs"')):
+            return "kerchunk-json"
         try:
             doc = json.loads(fs.cat_file(path))
         except ValueError as err:

@@ -77,8 +77,10 @@ class _Refs:
 
 
 def _load_json(url: str, storage_options: dict | None) -> _Refs:
+    import ujson
+
     fs, path = storage.filesystem(url, storage_options)
-    doc = json.loads(fs.cat_file(path))
+    doc = ujson.loads(fs.cat_file(path))
     refs = doc.get("refs", doc) if doc.get("version") == 1 else doc
     out = _Refs(url, storage_options)
     per_array: dict[str, list[tuple[str, Any]]] = {}
@@ -145,12 +147,14 @@ class ReferenceArray(BackendArray):
             self.codecs.append(numcodecs.get_codec(dict(compressor)))
         self.grid = tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunk_shape,
                                                             strict=True))
-        self._build_table()
+        self._table_built = False
         self._fds: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    # -- the chunk table: source index / offset / length per chunk, inline bytes aside
+    # -- the chunk table: source index / offset / length per chunk, inline bytes aside;
+    # built on the first read, so opening a dataset only parses what it must
     def _build_table(self) -> None:
+        self._table_built = True
         grid = self.grid if self.grid else ()
         self.source = np.full(grid, _MISSING, dtype=np.int32)
         self.offset = np.zeros(grid, dtype=np.int64)
@@ -162,12 +166,18 @@ class ReferenceArray(BackendArray):
         if info is None:
             return
         if "entries" in info:
+            ndim = len(grid)
+            target = self.refs.target
             for leaf, value in info["entries"]:
-                idx = tuple(int(i) for i in leaf.split(".")) if grid else ()
-                if len(idx) != len(grid) and not (not grid and idx == (0,)):
+                idx = tuple(map(int, leaf.split("."))) if ndim else ()
+                if len(idx) != ndim:
                     continue
-                idx = idx if grid else ()
-                self._set(idx, value)
+                if isinstance(value, list) and len(value) == 3:
+                    self.source[idx] = target(value[0])
+                    self.offset[idx] = value[1]
+                    self.length[idx] = value[2]
+                else:
+                    self._set(idx, value)
             return
         total = math.prod(grid)
         for n, (p, o, s, raw) in enumerate(zip(info["paths"], info["offsets"], info["sizes"],
@@ -283,6 +293,10 @@ class ReferenceArray(BackendArray):
         )
 
     def _read(self, key: tuple[Any, ...]) -> np.ndarray:
+        if not self._table_built:
+            with self._lock:
+                if not self._table_built:
+                    self._build_table()
         # outer indexing: each element is an int, a slice or a 1-D integer array
         per_dim: list[np.ndarray] = []
         squeeze: list[int] = []
