@@ -154,7 +154,6 @@ class ReferenceArray(BackendArray):
     # -- the chunk table: source index / offset / length per chunk, inline bytes aside;
     # built on the first read, so opening a dataset only parses what it must
     def _build_table(self) -> None:
-        self._table_built = True
         grid = self.grid if self.grid else ()
         self.source = np.full(grid, _MISSING, dtype=np.int32)
         self.offset = np.zeros(grid, dtype=np.int64)
@@ -297,6 +296,8 @@ class ReferenceArray(BackendArray):
             with self._lock:
                 if not self._table_built:
                     self._build_table()
+                    # only now: another thread must never see a half-filled table
+                    self._table_built = True
         # outer indexing: each element is an int, a slice or a 1-D integer array
         per_dim: list[np.ndarray] = []
         squeeze: list[int] = []
