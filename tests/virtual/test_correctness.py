@@ -302,3 +302,11 @@ def test_time_units_that_differ_are_reencoded(tmp_path):
     zarrport.virtualize([str(p) for p in paths], str(out), concat_dim="time")
     ds = zarrport.open_dataset(str(out))
     assert [d.year for d in ds.time.values] == [2000, 2000, 2000, 2001, 2001, 2001]
+
+
+def test_progress_is_reported_per_source(tmp_path):
+    paths = write_cmip6_archive(tmp_path / "src", years=range(2015, 2024), nlat=4, nlon=4)
+    seen = []
+    zarrport.virtualize([str(p) for p in paths], str(tmp_path / "tas.json"), concat_dim="time",
+                        progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, 9) for i in range(1, 10)]  # 9 files: parsed in the process pool

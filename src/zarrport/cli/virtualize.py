@@ -50,14 +50,31 @@ def virtualize_command(sources: tuple[str, ...], output: str, fmt: str | None,
     A combine whose chunks do not line up with the file boundaries is written natively for
     the straddling chunks with Icechunk, and refused with kerchunk formats.
     """
+    import sys
+
     from zarrport.virtual.api import virtualize
 
-    result = virtualize(
-        list(sources), output, format=fmt, concat_dim=concat_dim,
-        storage_options=parse_storage_options(storage_options), subchunk_mb=subchunk_mb,
-        inline_limit_mb=inline_limit_mb, group=group, drop_variables=drop,
-        overwrite=overwrite, workers=workers,
-    )
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if total < 2 or as_json or not sys.stderr.isatty():
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label="parsing sources", file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        result = virtualize(
+            list(sources), output, format=fmt, concat_dim=concat_dim,
+            storage_options=parse_storage_options(storage_options), subchunk_mb=subchunk_mb,
+            inline_limit_mb=inline_limit_mb, group=group, drop_variables=drop,
+            overwrite=overwrite, workers=workers, progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
     if as_json:
         echo_json(result.to_dict())
         return

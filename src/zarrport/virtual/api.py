@@ -90,10 +90,20 @@ def expand_sources(sources: str | Iterable[str], storage_options: dict | None) -
     return out
 
 
+#: called with (files parsed so far, total) while sources are parsed
+Progress = Callable[[int, int], None]
+
+
 def _parse_all(urls: list[str], storage_options: dict | None, options: ParseOptions,
-               workers: int | None) -> list[VirtualDataset]:
+               workers: int | None, progress: Progress | None = None) -> list[VirtualDataset]:
+    total = len(urls)
     if len(urls) < 8 or workers == 1:
-        return [parse_source(u, storage_options, options) for u in urls]
+        out = []
+        for i, u in enumerate(urls):
+            out.append(parse_source(u, storage_options, options))
+            if progress:
+                progress(i + 1, total)
+        return out
     n = workers or min(os.cpu_count() or 1, 8)
     local = all(u.startswith("file://") for u in urls)
     # h5py serialises on a global lock: local files parse in processes, remote ones are
@@ -106,13 +116,18 @@ def _parse_all(urls: list[str], storage_options: dict | None, options: ParseOpti
         kwargs["mp_context"] = multiprocessing.get_context("forkserver")
     with pool_cls(max_workers=n, **kwargs) as pool:
         chunksize = max(1, len(urls) // (n * 4)) if local else 1
-        return list(pool.map(parse_source, urls, [storage_options] * len(urls),
-                             [options] * len(urls), chunksize=chunksize))
+        results = []
+        for i, vds in enumerate(pool.map(parse_source, urls, [storage_options] * total,
+                                         [options] * total, chunksize=chunksize)):
+            results.append(vds)
+            if progress:
+                progress(i + 1, total)
+        return results
 
 
 def build(sources: str | Iterable[str], *, concat_dim: str | None = None,
           storage_options: dict | None = None, options: ParseOptions | None = None,
-          workers: int | None = None) -> VirtualDataset:
+          workers: int | None = None, progress: Progress | None = None) -> VirtualDataset:
     """Parse the sources and, when there are several, combine them along ``concat_dim``."""
     urls = expand_sources(sources, storage_options)
     options = options or ParseOptions()
@@ -120,7 +135,7 @@ def build(sources: str | Iterable[str], *, concat_dim: str | None = None,
         raise InvalidArgumentError(
             f"{len(urls)} sources need a dimension to combine them along (--concat-dim)"
         )
-    datasets = _parse_all(urls, storage_options, options, workers)
+    datasets = _parse_all(urls, storage_options, options, workers, progress)
     if concat_dim:
         return combine(datasets, concat_dim)
     return datasets[0]
@@ -151,6 +166,7 @@ def virtualize(
     drop_variables: Iterable[str] = (),
     overwrite: bool = False,
     workers: int | None = None,
+    progress: Progress | None = None,
 ) -> VirtualizeResult:
     """Write references to ``sources`` so that the output opens as one Zarr dataset.
 
@@ -159,7 +175,8 @@ def virtualize(
     Uncompressed contiguous variables are split into byte-range sub-chunks of about
     ``subchunk_mb``; variables that cannot be referenced are inlined up to
     ``inline_limit_mb`` and refused above. ``storage_options`` apply to the sources and,
-    unless ``output_storage_options`` is given, to the output.
+    unless ``output_storage_options`` is given, to the output. ``progress(done, total)`` is
+    called as sources are parsed.
     """
     t0 = time.perf_counter()
     fmt = output_format(output, format)
@@ -175,7 +192,7 @@ def virtualize(
         drop_variables=tuple(drop_variables),
     )
     vds = build(sources, concat_dim=concat_dim, storage_options=storage_options,
-                options=options, workers=workers)
+                options=options, workers=workers, progress=progress)
     record = provenance(vds, concat_dim)
     counts = write(vds, out_url, fmt, storage_options=storage_options,
                    output_storage_options=out_opts, overwrite=overwrite, provenance=record)
@@ -320,5 +337,3 @@ def _size_of(url: str, options: dict | None) -> int:
     except Exception:
         return 0
 
-
-ProgressCallback = Callable[[str], None]

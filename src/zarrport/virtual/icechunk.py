@@ -118,8 +118,8 @@ def strict_json(value: Any) -> Any:
     return value
 
 
-def write_arrays(store: Any, vds: VirtualDataset, *, storage_options: dict | None = None,
-                 progress: Any = None) -> dict[str, int]:
+def write_arrays(store: Any, vds: VirtualDataset, *,
+                 storage_options: dict | None = None) -> dict[str, int]:
     """Create every array in ``store`` and fill it; returns counts of what was written."""
     import icechunk
     import zarr
@@ -185,8 +185,6 @@ def write_arrays(store: Any, vds: VirtualDataset, *, storage_options: dict | Non
                 )
                 arr[region] = read_region(var, region, fetch)
                 counts["native_chunks"] += 1
-        if progress is not None:
-            progress(name)
     return dict(counts)
 
 

@@ -151,7 +151,3 @@ def _same_fill(a: Any, b: Any) -> bool:
 def _target(url: str) -> str:
     # kerchunk's convention (and fsspec's ReferenceFileSystem): local targets as plain paths
     return url.removeprefix("file://") if url.startswith("file:///") else url
-
-
-def refs_size(refs: dict[str, Any]) -> int:
-    return len(ujson.dumps(refs))
