@@ -54,6 +54,10 @@ def test_quick_benchmark_writes_the_expected_table(tmp_path: Path) -> None:
         "Read one full spatial slice (one time step): one multi-year file",
         "Read one grid point's full time series: archive of yearly files",
         "Read one full spatial slice (one time step): archive of yearly files",
+        "Read one grid point's full time series: one multi-year file (already open)",
+        "Read one full spatial slice (one time step): one multi-year file (already open)",
+        "Read one grid point's full time series: archive of yearly files (already open)",
+        "Read one full spatial slice (one time step): archive of yearly files (already open)",
         "Open only (no data read): archive of yearly files",
     ]
 
@@ -64,12 +68,13 @@ def test_quick_benchmark_writes_the_expected_table(tmp_path: Path) -> None:
         assert "VirtualiZarr" in names
         assert "**zarrport (JSON)**" in names
         assert "*zarrport (Parquet)*" in names and "*zarrport (Icechunk)*" in names
-    for section in cases[2:6]:
+    for section in cases[2:10]:
         assert list(rows[section]) == [
             "netCDF4 (original files)",
             "**zarrport (open_dataset, JSON)**",
             "*zarrport (open_dataset, Parquet)*",
             "*zarrport (open_dataset, Icechunk)*",
+            "*zarrport (open_dataset, JSON, engine='zarr')*",
         ]
         for name, cells in rows[section].items():
             assert cells[0].endswith("ms") or cells[0].endswith(" s"), (section, name, cells)
@@ -82,9 +87,9 @@ def test_quick_benchmark_writes_the_expected_table(tmp_path: Path) -> None:
             if "zarrport" in name:
                 assert cells[6] == "ok", (section, name, cells)  # values column
 
-    # six targets, each with a verdict
+    # two generation targets, eight read targets (open + read, already open), each a verdict
     targets = rows["Targets"]
-    assert len(targets) == 6
+    assert len(targets) == 10
     for cells in targets.values():
         assert cells[-1].strip("*") in {"met", "not met", "not met (wrong values)"}, cells
 
