@@ -68,3 +68,21 @@ def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite
     """
     yield from _serve(run_azurite(log_dir=tmp_path_factory.mktemp("azurite-logs")))
 
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Close adlfs clients while fsspec's event loop still runs.
+
+    adlfs registers ``weakref.finalize(fs, sync, loop, close_service_client, fs)``; left to
+    interpreter exit, those run after fsspec's loop has stopped and print "RuntimeError: Loop
+    is not running" (fsspec/adlfs #495, #253). Running them here closes the clients cleanly.
+    """
+    import weakref
+
+    registry = getattr(weakref.finalize, "_registry", {})
+    for finalizer, info in list(registry.items()):
+        if getattr(info.func, "__module__", "") == "fsspec.asyn" and finalizer.alive:
+            try:
+                finalizer()
+            except Exception:  # a client already closed: nothing to do
+                pass
