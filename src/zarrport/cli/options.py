@@ -8,6 +8,9 @@ from typing import Any
 import click
 
 from zarrport.errors import InvalidArgumentError
+from zarrport.inspect.guidelines import human_bytes
+
+__all__ = ["echo_json", "human_bytes", "json_flag", "parse_storage_options", "storage_option"]
 
 
 def parse_storage_options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
@@ -40,11 +43,3 @@ json_flag = click.option("--json", "as_json", is_flag=True,
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
