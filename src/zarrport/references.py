@@ -148,6 +148,7 @@ class ReferenceArray(BackendArray):
         self.grid = tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunk_shape,
                                                             strict=True))
         self._table_built = False
+        self._fs_cache: dict[int, tuple[Any, str]] = {}
         self._fds: dict[int, int] = {}
         self._lock = threading.Lock()
 
@@ -206,6 +207,7 @@ class ReferenceArray(BackendArray):
     def __getstate__(self) -> dict[str, Any]:  # picklable for Dask: no open descriptors
         state = self.__dict__.copy()
         state["_fds"] = {}
+        state["_fs_cache"] = {}
         state["_lock"] = None
         return state
 
@@ -230,19 +232,30 @@ class ReferenceArray(BackendArray):
             else:
                 remote.append(i)
         if remote:
-            by_url = [storage.normalize_url(self.refs.targets[int(self.source[wanted[i]])])
-                      for i in remote]
-            fs, _ = storage.filesystem(by_url[0], self.refs.storage_options)
-            paths = [storage.filesystem(u, self.refs.storage_options)[1] for u in by_url]
-            starts = [int(self.offset[wanted[i]]) for i in remote]
-            ends = [s + int(self.length[wanted[i]]) for s, i in zip(starts, remote,
-                                                                     strict=True)]
-            blobs = fs.cat_ranges(paths, starts, ends)
-            for i, blob in zip(remote, blobs, strict=True):
-                if isinstance(blob, Exception):
-                    raise blob
-                out[i] = blob
+            # one concurrent cat_ranges per filesystem (object stores: requests in flight)
+            by_fs: dict[int, list[int]] = {}
+            for i in remote:
+                fs, _path = self._remote(int(self.source[wanted[i]]))
+                by_fs.setdefault(id(fs), []).append(i)
+            for members in by_fs.values():
+                fs = self._remote(int(self.source[wanted[members[0]]]))[0]
+                paths = [self._remote(int(self.source[wanted[i]]))[1] for i in members]
+                starts = [int(self.offset[wanted[i]]) for i in members]
+                ends = [s + int(self.length[wanted[i]]) for s, i in zip(starts, members,
+                                                                         strict=True)]
+                for i, blob in zip(members, fs.cat_ranges(paths, starts, ends), strict=True):
+                    if isinstance(blob, Exception):
+                        raise blob
+                    out[i] = blob
         return out
+
+    def _remote(self, s: int) -> tuple[Any, str]:
+        """(filesystem, path) of remote source ``s``, resolved once per source."""
+        cached = self._fs_cache.get(s)
+        if cached is None:
+            url = storage.normalize_url(self.refs.targets[s])
+            cached = self._fs_cache[s] = storage.filesystem(url, self.refs.storage_options)
+        return cached
 
     def _pread(self, s: int, target: str, offset: int, length: int) -> bytes:
         fd = self._fds.get(s)
