@@ -168,16 +168,29 @@ class ReferenceArray(BackendArray):
         if "entries" in info:
             ndim = len(grid)
             target = self.refs.target
+            leaves: list[str] = []
+            srcs: list[int] = []
+            offs: list[int] = []
+            lens: list[int] = []
             for leaf, value in info["entries"]:
-                idx = tuple(map(int, leaf.split("."))) if ndim else ()
-                if len(idx) != ndim:
+                if leaf.count(".") != max(ndim - 1, 0) or (not ndim and leaf != "0"):
                     continue
                 if isinstance(value, list) and len(value) == 3:
-                    self.source[idx] = target(value[0])
-                    self.offset[idx] = value[1]
-                    self.length[idx] = value[2]
+                    leaves.append(leaf)
+                    srcs.append(target(value[0]))
+                    offs.append(value[1])
+                    lens.append(value[2])
                 else:
-                    self._set(idx, value)
+                    self._set(tuple(map(int, leaf.split("."))) if ndim else (), value)
+            if leaves and ndim:
+                # all keys parsed in one split, placed with one fancy assignment per table
+                idx = np.array(".".join(leaves).split("."), dtype=np.int64).reshape(-1, ndim)
+                flat = np.ravel_multi_index(tuple(idx.T), grid)
+                self.source.flat[flat] = srcs
+                self.offset.flat[flat] = offs
+                self.length.flat[flat] = lens
+            elif leaves:
+                self.source[()], self.offset[()], self.length[()] = srcs[0], offs[0], lens[0]
             return
         total = math.prod(grid)
         for n, (p, o, s, raw) in enumerate(zip(info["paths"], info["offsets"], info["sizes"],
