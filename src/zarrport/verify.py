@@ -164,19 +164,21 @@ def compare_datasets(expected: xr.Dataset, actual: xr.Dataset,
     return problems
 
 
-def open_oracle(url: str, storage_options: dict | None = None) -> xr.Dataset:
+def open_oracle(url: str, storage_options: dict | None = None,
+                group: str | None = None) -> xr.Dataset:
     """A source as netCDF4 (local) or h5netcdf/scipy (remote) decodes it."""
     from zarrport.open import open_dataset
 
     url = storage.normalize_url(url)
+    kwargs = {"group": group} if group else {}
     if url.startswith("file://"):
-        return xr.open_dataset(url.removeprefix("file://"), engine="netcdf4")
-    return open_dataset(url, storage_options=storage_options)
+        return xr.open_dataset(url.removeprefix("file://"), engine="netcdf4", **kwargs)
+    return open_dataset(url, storage_options=storage_options, **kwargs)
 
 
 def oracle_for(sources: list[str], concat_dim: str | None,
-               storage_options: dict | None = None) -> xr.Dataset:
-    datasets = [open_oracle(s, storage_options) for s in sources]
+               storage_options: dict | None = None, group: str | None = None) -> xr.Dataset:
+    datasets = [open_oracle(s, storage_options, group) for s in sources]
     if len(datasets) == 1:
         return datasets[0]
     if not concat_dim:
@@ -283,7 +285,7 @@ def verify(output: str, *, sources: list[str] | None = None,
     engines = ["zarrport", "zarr"] if kind.startswith("kerchunk") else [None]
     try:
         expected = oracle_for([r["url"] for r in records], record.get("concat_dim"),
-                              storage_options)
+                              storage_options, record.get("group"))
         for engine in engines:
             actual = open_dataset(url, storage_options=storage_options, engine=engine)
             for p in compare_datasets(expected, actual):

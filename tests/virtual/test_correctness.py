@@ -310,3 +310,34 @@ def test_progress_is_reported_per_source(tmp_path):
     zarrport.virtualize([str(p) for p in paths], str(tmp_path / "tas.json"), concat_dim="time",
                         progress=lambda done, total: seen.append((done, total)))
     assert seen == [(i, 9) for i in range(1, 10)]  # 9 files: parsed in the process pool
+
+
+def test_dropping_a_refused_variable_lets_the_rest_through(tmp_path):
+    src = tmp_path / "mixed.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("obs", data=np.zeros(3, dtype=[("a", "i4"), ("b", "f8")]))
+        f.create_dataset("temp", data=np.arange(5, dtype="f4"))
+    out = tmp_path / "mixed.json"
+    result = zarrport.virtualize(str(src), str(out), drop_variables=["obs"])
+    assert result.variables == ["temp"]
+    np.testing.assert_array_equal(zarrport.open_dataset(str(out))["temp"].values,
+                                  np.arange(5, dtype="f4"))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_group_is_virtualized_on_its_own(tmp_path, fmt):
+    src = tmp_path / "grouped.nc"
+    with netCDF4.Dataset(src, "w") as nc:
+        nc.createDimension("x", 3)
+        nc.createVariable("top", "i4", ("x",))[:] = [1, 2, 3]
+        g = nc.createGroup("forecast")
+        g.createDimension("y", 2)
+        v = g.createVariable("t2m", "f4", ("y",))
+        v[:] = [280.5, 281.5]
+        v.units = "K"
+    out = tmp_path / f"forecast.{fmt}"
+    zarrport.virtualize(str(src), str(out), group="forecast")
+    ds = zarrport.open_dataset(str(out))
+    assert list(ds.data_vars) == ["t2m"]
+    assert_same(xr.open_dataset(src, group="forecast", engine="netcdf4"), ds)
+    assert verify(str(out)).ok  # the recorded group is what verify compares against

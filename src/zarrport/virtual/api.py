@@ -141,13 +141,15 @@ def build(sources: str | Iterable[str], *, concat_dim: str | None = None,
     return datasets[0]
 
 
-def provenance(vds: VirtualDataset, concat_dim: str | None) -> dict[str, Any]:
+def provenance(vds: VirtualDataset, concat_dim: str | None,
+               group: str | None = None) -> dict[str, Any]:
     from zarrport import __version__
 
     return {
         "zarrport_version": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "concat_dim": concat_dim,
+        "group": group,
         "sources": vds.source_stats,
     }
 
@@ -193,7 +195,7 @@ def virtualize(
     )
     vds = build(sources, concat_dim=concat_dim, storage_options=storage_options,
                 options=options, workers=workers, progress=progress)
-    record = provenance(vds, concat_dim)
+    record = provenance(vds, concat_dim, group)
     counts = write(vds, out_url, fmt, storage_options=storage_options,
                    output_storage_options=out_opts, overwrite=overwrite, provenance=record)
     summary = vds.summary()
