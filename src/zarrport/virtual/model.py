@@ -97,10 +97,6 @@ class VirtualVariable:
         return self.data is not None
 
     @property
-    def nbytes(self) -> int:
-        return int(math.prod(self.shape)) * self.dtype.itemsize if self.dtype.kind != "O" else 0
-
-    @property
     def grid(self) -> tuple[int, ...]:
         return tuple(
             math.ceil(s / c) if c else 0 for s, c in zip(self.shape, self.chunks, strict=True)
