@@ -31,9 +31,14 @@ def cli() -> None:
 def _register() -> None:
     # Imported for their side effect of adding commands to ``cli``.
     import importlib
+    import pkgutil
 
-    for name in ("inspect", "virtualize", "verify", "info"):
-        importlib.import_module(f"zarrport.cli.{name}")
+    import zarrport.cli as package
+
+    # every module of this package except the shared helpers is a command
+    for mod in pkgutil.iter_modules(package.__path__):
+        if mod.name not in ("options",):
+            importlib.import_module(f"zarrport.cli.{mod.name}")
 
 
 def main(argv: list[str] | None = None) -> None:

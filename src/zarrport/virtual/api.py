@@ -237,8 +237,10 @@ def _check_output(url: str, options: dict | None, overwrite: bool) -> None:
 
 def write(vds: VirtualDataset, url: str, fmt: str, *, storage_options: dict | None,
           output_storage_options: dict | None, overwrite: bool,
-          provenance: dict[str, Any]) -> dict[str, int]:
-    """Write aside, then move into place (local) / write then clean up on failure (remote)."""
+          provenance: dict[str, Any], prefixes: list[str] | None = None) -> dict[str, int]:
+    """Write aside, then move into place (local) / write then clean up on failure (remote).
+
+    ``prefixes``: Icechunk virtual chunk containers to declare beyond the sources' own."""
     from zarrport.virtual import kerchunk
 
     refs = None
@@ -249,7 +251,7 @@ def write(vds: VirtualDataset, url: str, fmt: str, *, storage_options: dict | No
         tmp = final.with_name(f".{final.name}.zarrport-{uuid.uuid4().hex[:8]}")
         try:
             counts = _write_to(vds, tmp.as_uri(), fmt, refs, storage_options,
-                               output_storage_options, provenance)
+                               output_storage_options, provenance, prefixes)
             _replace(tmp, final, overwrite)
         except BaseException:
             _remove_local(tmp)
@@ -260,7 +262,7 @@ def write(vds: VirtualDataset, url: str, fmt: str, *, storage_options: dict | No
         fs.rm(path, recursive=True)
     try:
         return _write_to(vds, url, fmt, refs, storage_options, output_storage_options,
-                         provenance)
+                         provenance, prefixes)
     except BaseException:
         try:
             if fs.exists(path):
@@ -272,7 +274,7 @@ def write(vds: VirtualDataset, url: str, fmt: str, *, storage_options: dict | No
 
 def _write_to(vds: VirtualDataset, url: str, fmt: str, refs: dict | None,
               storage_options: dict | None, out_opts: dict | None,
-              record: dict[str, Any]) -> dict[str, int]:
+              record: dict[str, Any], prefixes: list[str] | None = None) -> dict[str, int]:
     if fmt == "json":
         assert refs is not None
         doc = dict(refs)
@@ -295,7 +297,8 @@ def _write_to(vds: VirtualDataset, url: str, fmt: str, refs: dict | None,
 
     message = _commit_message(vds, record)
     return write_icechunk(vds, url, storage_options=storage_options, message=message,
-                          provenance=record, output_storage_options=out_opts)
+                          provenance=record, output_storage_options=out_opts,
+                          prefixes=prefixes)
 
 
 def _fsspec_options(url: str, options: dict | None) -> dict:

@@ -188,19 +188,36 @@ def write_arrays(store: Any, vds: VirtualDataset, *,
     return dict(counts)
 
 
+def _containers(config: Any, prefixes: list[str], storage_options: dict | None,
+                credentials: dict[str, Any]) -> bool:
+    """Add a virtual chunk container per prefix not yet in ``config``; True if any was."""
+    added = False
+    known = set(config.virtual_chunk_containers or {})
+    for prefix in prefixes:
+        container, creds = storage.icechunk_virtual_container(prefix, storage_options)
+        credentials[prefix] = creds
+        if prefix not in known:
+            config.set_virtual_chunk_container(container)
+            added = True
+    return added
+
+
 def write_icechunk(vds: VirtualDataset, url: str, *, storage_options: dict | None = None,
                    output_storage_options: dict | None = None, message: str,
-                   provenance: dict[str, Any]) -> dict[str, int]:
-    """Create the repository at ``url`` and commit the dataset on ``main``."""
+                   provenance: dict[str, Any],
+                   prefixes: list[str] | None = None) -> dict[str, int]:
+    """Create the repository at ``url`` and commit the dataset on ``main``.
+
+    ``prefixes`` are the virtual chunk containers to declare (default: the ones covering
+    the dataset's sources); a batch declares its root so later files stay covered.
+    """
     import icechunk
 
     quiet_icechunk()
     config = icechunk.RepositoryConfig.default()
     credentials: dict[str, Any] = {}
-    for prefix in source_prefixes(vds.sources):
-        container, creds = storage.icechunk_virtual_container(prefix, storage_options)
-        config.set_virtual_chunk_container(container)
-        credentials[prefix] = creds
+    _containers(config, sorted(set(source_prefixes(vds.sources)) | set(prefixes or [])),
+                storage_options, credentials)
     repo = icechunk.Repository.create(
         storage.icechunk_storage(url, output_storage_options),
         config=config,
@@ -210,3 +227,41 @@ def write_icechunk(vds: VirtualDataset, url: str, *, storage_options: dict | Non
     counts = write_arrays(session.store, vds, storage_options=storage_options)
     session.commit(message, metadata={PROVENANCE_KEY: provenance})
     return counts
+
+
+def update_icechunk(vds: VirtualDataset, url: str, *, storage_options: dict | None = None,
+                    output_storage_options: dict | None = None, message: str,
+                    provenance: dict[str, Any],
+                    prefixes: list[str] | None = None) -> tuple[dict[str, int], str]:
+    """Replace the dataset in the existing repository at ``url`` with ``vds`` as one new
+    commit on ``main`` (earlier commits stay readable); returns (counts, snapshot id).
+
+    A commit is atomic: readers see the previous snapshot until it lands.
+    """
+    import icechunk
+
+    quiet_icechunk()
+    st = storage.icechunk_storage(url, output_storage_options)
+    config = icechunk.Repository.fetch_config(st) or icechunk.RepositoryConfig.default()
+    credentials: dict[str, Any] = {}
+    added = _containers(config, sorted(set(source_prefixes(vds.sources)) | set(prefixes or [])),
+                        storage_options, credentials)
+    repo = icechunk.Repository.open(
+        st, config=config,
+        authorize_virtual_chunk_access=icechunk.containers_credentials(credentials))
+    if added:
+        repo.save_config()
+    session = repo.writable_session("main")
+    counts = write_arrays(session.store, vds, storage_options=storage_options)
+    snapshot = session.commit(message, metadata={PROVENANCE_KEY: provenance})
+    return counts, snapshot
+
+
+def head_snapshot(url: str, storage_options: dict | None = None) -> tuple[str, dict[str, Any]]:
+    """(snapshot id, zarrport provenance) of the tip of ``main``."""
+    import icechunk
+
+    quiet_icechunk()
+    repo = icechunk.Repository.open(storage.icechunk_storage(url, storage_options))
+    info = next(iter(repo.ancestry(branch="main")))
+    return info.id, dict((info.metadata or {}).get(PROVENANCE_KEY) or {})

@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 from zarrport import storage
 from zarrport.errors import (
     CorruptSourceError,
+    StorageError,
     UnrecognizedFormatError,
     ZarrportError,
 )
@@ -55,8 +56,40 @@ def open_source(
         with open(path, "rb") as f:
             yield path, f, st
     else:
-        with fs.open(path, "rb", block_size=2 * 2**20, cache_type="blockcache") as f:
-            yield f, f, st
+        with fs.open(path, "rb", block_size=2 * 2**20, cache_type="blockcache") as raw:
+            f = _RecordingFile(raw)
+            yield f, f, st  # type: ignore[misc]
+
+
+class _RecordingFile:
+    """A remote file object that remembers the I/O error of a failed read.
+
+    h5py turns any exception raised while it reads a Python file object into an OSError
+    that looks like a damaged file ("Can't read data"); the parsers' damaged-file handling
+    would then record a dropped connection as a corrupt source and never retry it. With the
+    error remembered, :func:`recognised_source` reports it as the storage error it is.
+    """
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.io_error: BaseException | None = None
+
+    def read(self, *args: Any) -> bytes:
+        try:
+            return self._raw.read(*args)
+        except Exception as err:
+            self.io_error = err
+            raise
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self._raw.readinto(buffer)
+        except Exception as err:
+            self.io_error = err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 @contextlib.contextmanager
@@ -72,7 +105,13 @@ def recognised_source(
     with open_source(url, storage_options) as (h5target, f, st):
         if st.size == 0:
             raise UnrecognizedFormatError(f"{url}: the file is empty", source=url)
-        head = f.read(4104)
+        try:
+            head = f.read(4104)
+        except ZarrportError:
+            raise
+        except Exception as err:
+            raise StorageError(f"{url}: reading failed: {type(err).__name__}: {err}",
+                               source=url) from err
         kind = sniff(head)
         if not kind:
             raise UnrecognizedFormatError(
@@ -84,7 +123,14 @@ def recognised_source(
             yield kind, h5target, f, st
         except ZarrportError:
             raise
-        except (OSError, RuntimeError, ValueError, KeyError, IndexError) as err:
+        except Exception as err:
+            io_error = getattr(f, "io_error", None)
+            if io_error is not None:
+                raise StorageError(
+                    f"{url}: reading failed: {type(io_error).__name__}: {io_error}", source=url
+                ) from io_error
+            if not isinstance(err, OSError | RuntimeError | ValueError | KeyError | IndexError):
+                raise
             # h5py raises these for damaged B-trees, heaps and object headers
             raise CorruptSourceError(
                 f"{url}: damaged {kind.upper()} file ({err})", source=url
