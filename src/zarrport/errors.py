@@ -97,6 +97,12 @@ class StorageError(ZarrportError, OSError):
     code = "storage_error"
 
 
+class PartialFailureError(ZarrportError):
+    """A batch finished, but some sources or collections failed (listed in its summary)."""
+
+    code = "partial_failure"
+
+
 #: Exit status per error code, for the CLI. 0 is success, 1 an unexpected failure.
 EXIT_CODES: dict[str, int] = {
     "zarrport_error": 1,
@@ -112,6 +118,7 @@ EXIT_CODES: dict[str, int] = {
     "output_not_writable": 6,
     "verification_failed": 7,
     "storage_error": 8,
+    "partial_failure": 9,
 }
 
 

@@ -152,6 +152,9 @@ def read_provenance(url: str, kind: str, storage_options: dict | None = None) ->
         if kind == "icechunk":
             import icechunk
 
+            from zarrport.virtual.icechunk import quiet_icechunk
+
+            quiet_icechunk()
             repo = icechunk.Repository.open(storage.icechunk_storage(url, storage_options))
             for snap in repo.ancestry(branch="main"):
                 if snap.metadata and "zarrport" in snap.metadata:

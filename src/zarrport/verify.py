@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -297,4 +298,60 @@ def verify(output: str, *, sources: list[str] | None = None,
         raise
     except Exception as err:  # a chunk that cannot be read is a verification failure
         report.problems.append(Problem("open", url, f"{type(err).__name__}: {err}"))
+    return report
+
+
+def verify_batch(output: str, *, ledger: str | None = None, storage_options: dict | None = None,
+                 values: bool = True) -> VerifyReport:
+    """Check a batch output (``zarrport batch``) against its ledger and its sources.
+
+    Every source the ledger records as referenced is stat-ed now: one deleted, truncated or
+    rewritten since is reported by name. With ``values``, each collection whose sources are
+    all unchanged is then verified like a single output (values against netCDF4).
+    """
+    from zarrport.pipeline import layout
+    from zarrport.pipeline.batch import same_stat
+    from zarrport.pipeline.ledger import OK, Ledger
+
+    url = storage.normalize_url(output).rstrip("/")
+    manifest = layout.read_manifest(url, storage_options)
+    if manifest is None:
+        raise InvalidArgumentError(f"{url} is not a zarrport batch output (no "
+                                   f"{layout.MANIFEST})")
+    path = ledger or manifest.get("ledger")
+    if not path or not os.path.exists(path):
+        raise InvalidArgumentError(f"the ledger of {url} is not at {path}; pass --ledger PATH")
+    with Ledger(path) as book:
+        rows = book.rows(status=OK)
+    report = VerifyReport(output=url, kind="batch", sources=len(rows))
+    stale: set[str] = set()
+    for row in rows:
+        src = row["url"]
+        try:
+            now = storage.stat(src, storage_options).to_dict()
+        except SourceNotFoundError:
+            report.problems.append(Problem("missing", src, "deleted after it was referenced"))
+            stale.add(row["collection"])
+            continue
+        if same_stat(row, now):
+            continue
+        stale.add(row["collection"])
+        if row["size"] is not None and now["size"] < row["size"]:
+            report.problems.append(Problem(
+                "truncated", src, f"{row['size']} -> {now['size']} bytes since it was "
+                "referenced"))
+        else:
+            what = (f"size {row['size']} -> {now['size']}" if now["size"] != row["size"]
+                    else "same size, new ETag/modification time")
+            report.problems.append(Problem("rewritten", src,
+                                           f"{what} since it was referenced"))
+    if values:
+        for cid, col in sorted((manifest.get("collections") or {}).items()):
+            if cid in stale:
+                continue
+            sub = verify(f"{url}/{col['icechunk']}", storage_options=storage_options)
+            report.variables_checked += sub.variables_checked
+            for p in sub.problems:
+                p.item = f"{cid}: {p.item}"
+                report.problems.append(p)
     return report

@@ -81,6 +81,8 @@ class BatchResult:
     retried: int = 0
     collections: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: sources whose names do not match the collection pattern: {"url", "reason"}
+    skipped: list[dict[str, Any]] = field(default_factory=list)
     #: bytes of source chunks the collections reference, and bytes of references written
     referenced_bytes: int = 0
     reference_bytes: int = 0
@@ -494,6 +496,8 @@ def run_batch(
                                         f"name does not match {pattern_obj.pattern!r}",
                                         status=SKIPPED)
                     counts["skipped"] += 1
+                    result.skipped.append({"url": src.url, "reason": "name does not match "
+                                           f"{pattern_obj.pattern!r}"})
                     continue
                 cid = pattern_obj.collection_id(fields)
                 collection_fields[cid] = pattern_obj.key(fields)

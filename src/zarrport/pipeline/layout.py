@@ -87,12 +87,19 @@ def remove_stale_temporaries(root: Path) -> int:
 
 
 def size_of(url: str, options: dict | None) -> int:
-    """Bytes under the output, the ledger included."""
-    if url.startswith("file://"):
-        root = Path(url.removeprefix("file://"))
-        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    try:
-        fs, path = storage.filesystem(url, options)
-        return int(sum(fs.du(path, total=False).values()))
-    except Exception:
-        return 0
+    """Bytes of references under the output: per-source JSON and collection repositories
+    (not the ledger, which holds state, not references)."""
+    total = 0
+    for sub in (REFERENCES, COLLECTIONS):
+        target = f"{url.rstrip('/')}/{sub}"
+        if target.startswith("file://"):
+            root = Path(target.removeprefix("file://"))
+            total += sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+            continue
+        try:
+            fs, path = storage.filesystem(target, options)
+            if fs.exists(path):
+                total += int(sum(fs.du(path, total=False).values()))
+        except Exception:
+            pass
+    return total
