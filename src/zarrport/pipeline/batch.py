@@ -294,7 +294,7 @@ def reference_source(task: dict[str, Any]) -> dict[str, Any]:
                 continue
             return {"url": url, "ok": False, "attempts": attempts, "worker": _worker_name(),
                     "transient": transient, "code": _error_code(err, transient),
-                    "reason": _one_line(err)}
+                    "reason": _one_line(err).removeprefix(f"{url}: ")}
 
 
 def _run_tasks(tasks: list[dict[str, Any]], workers: int | None, scheduler: Any
