@@ -313,13 +313,23 @@ def _run_tasks(tasks: list[dict[str, Any]], workers: int | None, scheduler: Any
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")
-    pool = cf.ProcessPoolExecutor(max_workers=min(n, len(tasks)), mp_context=ctx)
+    pool = cf.ProcessPoolExecutor(max_workers=min(n, len(tasks)), mp_context=ctx,
+                                  initializer=_ignore_stop_signals)
     try:
         futures = [pool.submit(reference_source, t) for t in tasks]
         for fut in cf.as_completed(futures):
             yield fut.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_stop_signals() -> None:
+    """Pool workers leave Ctrl-C / SIGTERM to the driver, which stops them cleanly (a
+    terminal's Ctrl-C and ``kill -TERM -PGID`` reach the whole process group)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _run_on_dask(tasks: list[dict[str, Any]], scheduler: Any) -> Iterator[dict[str, Any]]:
