@@ -1,8 +1,10 @@
 """``make demo``: the main job on local, embedded defaults.
 
-Makes a small CMIP6-like archive (yearly daily files, noleap calendar, fill values),
-inspects it, virtualizes it into kerchunk JSON, kerchunk Parquet and Icechunk, verifies each
-against netCDF4, opens one and prints a summary with sizes (references vs data).
+Makes a small CMIP6-like archive (yearly daily files of two variables, noleap calendar, fill
+values), inspects one file, ingests the archive with ``batch`` -- one combined Icechunk
+dataset per collection, a status ledger and a STAC catalog -- verifies it against netCDF4,
+lets a new year land and re-runs (only that file is read; one new commit), and opens the
+result.
 
 Run: ``python -m zarrport.demo [--dir demo-output] [--years 3]``
 """
@@ -16,20 +18,18 @@ from pathlib import Path
 
 from zarrport.cli.options import human_bytes
 
-
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
+CMIP6 = "{variable}_{freq}_{model}_{scenario}_{member}_{grid}_{years}.nc"
 
 
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
     import zarrport
+    from zarrport.cli.batch import print_summary
     from zarrport.inspect import inspect_source
+    from zarrport.pipeline import run_batch
     from zarrport.samples import write_cmip6_archive
-    from zarrport.verify import verify
+    from zarrport.verify import verify_batch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("demo-output"))
@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     src_dir = out / "archive"
     t0 = time.perf_counter()
-    paths = write_cmip6_archive(src_dir, years=range(2015, 2015 + args.years), nlat=90,
-                                nlon=180, time_chunk=1)
+    grid = {"nlat": 90, "nlon": 180, "time_chunk": 1}
+    years = range(2015, 2015 + args.years)
+    paths = write_cmip6_archive(src_dir, years=years, **grid)
+    paths += write_cmip6_archive(src_dir, years=years, variable="pr", **grid)
     data_bytes = sum(p.stat().st_size for p in paths)
     print(f"1. archive: {len(paths)} CMIP6-like daily files ({human_bytes(data_bytes)}) in "
           f"{src_dir}")
@@ -56,34 +58,45 @@ def main(argv: list[str] | None = None) -> int:
         warn = f"  [{', '.join(w.code for w in v.warnings)}]" if v.warnings else ""
         print(f"     {v.name:10s} {str(v.shape):16s} {v.layout:10s} -> {v.verdict}{warn}")
 
-    print("\n3. virtualize along time into three formats, then verify against netCDF4:")
-    outputs = {}
-    for fmt in ("json", "parquet", "icechunk"):
-        target = out / f"tas_day.{fmt}"
-        result = zarrport.virtualize([str(p) for p in paths], str(target), concat_dim="time")
-        check = verify(str(target))
-        outputs[fmt] = target
-        status = "verified" if check.ok else f"FAILED: {check.problems[:2]}"
-        print(f"     {fmt:8s} {human_bytes(_size(target)):>9s} of references for "
-              f"{human_bytes(result.referenced_bytes)} of chunks "
-              f"({result.referenced_chunks} refs, {result.seconds:.2f} s) - {status}")
-        if not check.ok:
-            return 1
+    refs = out / "refs"
+    stac = out / "stac"
+    print(f"\n3. zarrport batch '{src_dir}/*.nc' -o {refs} --collection-by '{CMIP6}' "
+          f"--stac {stac}")
+    result = run_batch(str(src_dir / "*.nc"), str(refs), collection_by=CMIP6, stac=str(stac))
+    print_summary(result)
+    if not result.ok:
+        return 1
 
-    ds = zarrport.open_dataset(str(outputs["icechunk"]))
+    check = verify_batch(str(refs))
+    print(f"\n4. verify against netCDF4: {'OK' if check.ok else 'FAILED'} - "
+          f"{check.sources} sources unchanged, {check.variables_checked} variables compared")
+    if not check.ok:
+        for p in check.problems[:5]:
+            print(f"     {p.kind}: {p.item}: {p.detail}")
+        return 1
+
+    new = write_cmip6_archive(src_dir, years=range(years.stop, years.stop + 1), **grid)
+    print(f"\n5. a new year lands ({new[0].name}); the same command again:")
+    again = run_batch(str(src_dir / "*.nc"), str(refs))
+    print_summary(again)
+
+    tas_id = next(c for c in again.collections if c.startswith("tas_"))
+    repo = refs / again.collections[tas_id]["icechunk"]
+    ds = zarrport.open_dataset(str(repo))
     tas = ds["tas"]
     point = tas.isel(lat=45, lon=90)
-    print("\n4. open the Icechunk repository with zarrport.open_dataset:")
+    print(f"\n6. zarrport.open_dataset({repo.relative_to(out)}):")
     print(f"     dims {dict(ds.sizes)}; time {ds.time.values[0]} .. {ds.time.values[-1]} "
           f"({ds.time.values[0].calendar})")
     print(f"     tas at the equator, 0E: mean {float(point.mean()):.2f} K over "
           f"{point.size} days; {int(tas.isel(time=0).isnull().sum())} fill points on day 1 "
           "read as NaN")
-    ratio = data_bytes / max(_size(outputs["json"]), 1)
-    print(f"\nsummary: {human_bytes(data_bytes)} of NetCDF read as Zarr through "
-          f"{human_bytes(_size(outputs['json']))} of JSON references ({ratio:.0f}x smaller), "
-          f"no data copied; {time.perf_counter() - t0:.1f} s in all.")
-    print(f"try: .venv/bin/zarrport info {outputs['icechunk']}")
+    ref_bytes = again.reference_bytes
+    print(f"\nsummary: {human_bytes(data_bytes + new[0].stat().st_size)} of NetCDF read as "
+          f"Zarr through {human_bytes(ref_bytes)} of references (per-file JSON and Icechunk), "
+          f"no data copied; STAC catalog in {stac}; {time.perf_counter() - t0:.1f} s in all.")
+    print(f"try: .venv/bin/zarrport info {repo}")
+    print(f"     .venv/bin/zarrport verify {refs}")
     return 0
 
 

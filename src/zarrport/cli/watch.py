@@ -23,6 +23,12 @@ def watch_command(prefix: str, as_json: bool, allow_failures: bool, interval: fl
     Safe to stop (Ctrl-C, SIGTERM) and restart at any moment: the ledger remembers what
     was referenced. Options as for ``batch``; a poll whose listing fails on storage is
     retried at the next interval.
+
+    \b
+    Example:
+      zarrport watch s3://bucket/incoming/ -o s3://bucket/refs/ --ledger refs.sqlite \
+          --collection-by '{variable}_{freq}_{model}_{scenario}_{member}_{grid}_{years}.nc' \
+          --interval 300
     """
     import json
 

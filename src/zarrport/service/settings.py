@@ -61,7 +61,8 @@ class ServiceSettings:
         if not self.output or not str(self.output).strip():
             raise InvalidArgumentError("the reference output location is empty")
         object.__setattr__(self, "output", _directory_url(str(self.output)))
-        prefixes = tuple(self.allowed_prefixes)
+        raw = self.allowed_prefixes
+        prefixes = (raw,) if isinstance(raw, str) else tuple(raw)
         if not prefixes:
             raise InvalidArgumentError(
                 f"no allowed URL prefixes: set {ENV['allowed_prefixes']} (comma-separated; "
