@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     new = write_cmip6_archive(src_dir, years=range(years.stop, years.stop + 1), **grid)
     print(f"\n5. a new year lands ({new[0].name}); the same command again:")
-    again = run_batch(str(src_dir / "*.nc"), str(refs))
+    again = run_batch(str(src_dir / "*.nc"), str(refs), stac=str(stac))
     print_summary(again)
 
     tas_id = next(c for c in again.collections if c.startswith("tas_"))

@@ -1,0 +1,23 @@
+"""``make demo`` runs end to end: batch, STAC, verify, a new year as one new commit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_demo_runs(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "zarrport.demo", "--dir", str(out),
+                           "--years", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 new, 0 changed" in proc.stdout
+    assert "1 new, 0 changed, 2 unchanged" in proc.stdout
+    assert "verify against netCDF4: OK" in proc.stdout
+    catalog = json.loads((out / "stac" / "catalog.json").read_text())
+    assert catalog["type"] == "Catalog"
+    tas = next(out.glob("stac/tas_*/collection.json"))
+    # rewritten after the new year landed: the extent covers both years (to the end bound)
+    interval = json.loads(tas.read_text())["extent"]["temporal"]["interval"][0]
+    assert interval[0].startswith("2015") and interval[1].startswith("2017")  # bounds end Jan 1
