@@ -26,9 +26,11 @@ if str(_TESTS) not in sys.path:
 
 from servers import (  # noqa: E402
     AzuriteServer,
+    DaskCluster,
     S3Server,
     ServerStartError,
     run_azurite,
+    run_dask_cluster,
     run_s3_server,
 )
 
@@ -67,6 +69,18 @@ def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite
     Fails (does not skip) if ``node_modules/.bin/azurite-blob`` is missing: run ``make test``.
     """
     yield from _serve(run_azurite(log_dir=tmp_path_factory.mktemp("azurite-logs")))
+
+
+# --------------------------------------------------------------------------- dask cluster
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    """A real ``dask scheduler`` and two single-threaded ``dask worker`` processes on
+    127.0.0.1, from this venv (they import this zarrport). ``.address`` (``tcp://...``),
+    ``.client()`` (a ``distributed.Client``; close it), ``.workers`` (the processes).
+    Started on first use, always stopped (terminate, then kill, per process group)."""
+    yield from _serve(run_dask_cluster(log_dir=tmp_path_factory.mktemp("dask-logs")))
 
 
 

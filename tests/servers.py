@@ -381,3 +381,139 @@ def run_azurite(log_dir: Path | None = None) -> Iterator[AzuriteServer]:
             )
         finally:
             mp.stop()
+
+
+# --------------------------------------------------------------------------- Dask cluster
+
+
+#: How long the scheduler and the workers may take to come up (imports dominate).
+DASK_STARTUP_TIMEOUT_S = 90.0
+
+
+@dataclass
+class DaskCluster:
+    """A running ``dask scheduler`` and its ``dask worker`` processes (all local)."""
+
+    address: str  # tcp://127.0.0.1:PORT
+    scheduler: ManagedProcess = field(repr=False)
+    workers: list[ManagedProcess] = field(repr=False)
+    scheduler_file: Path = field(repr=False)
+
+    def client(self, timeout: float = 30.0):
+        """A ``distributed.Client`` connected to the scheduler (close it when done)."""
+        from distributed import Client
+
+        return Client(self.address, timeout=timeout, set_as_default=False)
+
+
+def _dask_exe() -> Path:
+    exe = VENV_BIN / "dask"
+    if not exe.exists():
+        raise ServerStartError(f"{exe} not found: install dask[distributed] into the venv")
+    return exe
+
+
+def _wait_for_scheduler_file(mp: ManagedProcess, path: Path, deadline: float) -> str:
+    import json
+
+    assert mp.proc is not None
+    while time.monotonic() < deadline:
+        if mp.proc.poll() is not None:
+            raise ServerStartError(
+                f"dask scheduler exited with status {mp.proc.returncode}. "
+                f"Log ({mp.log_path}):\n{_tail(mp.log_path)}"
+            )
+        try:
+            address = json.loads(path.read_text())["address"]
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.1)
+            continue
+        return address
+    raise ServerStartError(
+        f"dask scheduler wrote no {path} within the timeout. Log ({mp.log_path}):\n"
+        f"{_tail(mp.log_path)}"
+    )
+
+
+@contextlib.contextmanager
+def run_dask_cluster(
+    log_dir: Path | None = None, n_workers: int = 2, timeout: float = DASK_STARTUP_TIMEOUT_S
+) -> Iterator[DaskCluster]:
+    """Start ``dask scheduler`` + ``n_workers`` ``dask worker`` processes on 127.0.0.1
+    (each in its own process group, one single-threaded worker process each), wait until all
+    workers are registered, yield the cluster, always stop everything (terminate, then kill).
+
+    The processes run from this venv, so they import this zarrport (checked here).
+    """
+    exe = _dask_exe()
+    with tempfile.TemporaryDirectory(prefix="zarrport-dask-") as tmp:
+        tmp_path = Path(tmp)
+        logs = Path(log_dir or tmp)
+        sched_file = tmp_path / "scheduler.json"
+        procs: list[ManagedProcess] = []
+        try:
+            sched = ManagedProcess(
+                "dask-scheduler",
+                [str(exe), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                 "--scheduler-file", str(sched_file), "--no-dashboard"],
+                logs / "dask-scheduler.log",
+                cwd=tmp_path,
+            )
+            sched.start()
+            procs.append(sched)
+            deadline = time.monotonic() + timeout
+            address = _wait_for_scheduler_file(sched, sched_file, deadline)
+            workers = []
+            for i in range(n_workers):
+                local = tmp_path / f"worker-{i}"
+                local.mkdir()
+                w = ManagedProcess(
+                    f"dask-worker-{i}",
+                    [str(exe), "worker", address, "--nworkers", "1", "--nthreads", "1",
+                     "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(local),
+                     "--name", f"zarrport-test-worker-{i}"],
+                    logs / f"dask-worker-{i}.log",
+                    cwd=tmp_path,
+                )
+                w.start()
+                procs.append(w)
+                workers.append(w)
+            cluster = DaskCluster(address, sched, workers, sched_file)
+            _wait_for_workers(cluster, n_workers, deadline)
+            yield cluster
+        finally:
+            for mp in reversed(procs):  # workers first: they would try to reconnect
+                mp.stop()
+
+
+def _wait_for_workers(cluster: DaskCluster, n: int, deadline: float) -> None:
+    for mp in [cluster.scheduler, *cluster.workers]:
+        assert mp.proc is not None
+        if mp.proc.poll() is not None:
+            raise ServerStartError(
+                f"{mp.name} exited with status {mp.proc.returncode}. "
+                f"Log ({mp.log_path}):\n{_tail(mp.log_path)}"
+            )
+    remaining = max(1.0, deadline - time.monotonic())
+    try:
+        client = cluster.client(timeout=remaining)
+    except OSError as e:
+        raise ServerStartError(
+            f"cannot connect to the dask scheduler at {cluster.address}: {e}. Log:\n"
+            f"{_tail(cluster.scheduler.log_path)}"
+        ) from e
+    try:
+        try:
+            client.wait_for_workers(n, timeout=max(1.0, deadline - time.monotonic()))
+        except TimeoutError as e:
+            logs = "\n".join(f"--- {mp.name}:\n{_tail(mp.log_path, 15)}" for mp in cluster.workers)
+            raise ServerStartError(
+                f"{n} dask workers did not register with {cluster.address} in time.\n{logs}"
+            ) from e
+        # A lambda is pickled by value: the workers need not import this module.
+        files = client.run(lambda: __import__("zarrport").__file__)
+        bad = {w: f for w, f in files.items() if not f.startswith(str(REPO_ROOT))}
+        if bad:
+            raise ServerStartError(f"dask workers import another zarrport: {bad}")
+    finally:
+        client.close()

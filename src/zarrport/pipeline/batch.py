@@ -343,7 +343,9 @@ def _run_on_dask(tasks: list[dict[str, Any]], scheduler: Any) -> Iterator[dict[s
             from err
     try:
         futures = client.map(reference_source, tasks, pure=False, retries=1)
-        for fut in as_completed(futures):
+        # the client's own loop: as_completed otherwise looks for a *default* client, which
+        # a Client(..., set_as_default=False) passed in is not ("No clients found")
+        for fut in as_completed(futures, loop=client.loop):
             yield fut.result()
     finally:
         if own:
