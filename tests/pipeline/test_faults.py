@@ -107,3 +107,33 @@ def test_batch_through_faults_equals_fault_free(s3_server, archive, s3_archive, 
     assert refs_f == refs_c
     # the combined dataset really references the S3 objects (not inlined copies)
     assert faulty.referenced_bytes == clean.referenced_bytes > 0
+
+
+def test_outage_beyond_the_clients_retries_is_retried_by_the_batch(s3_server, archive,
+                                                                   s3_archive, tmp_path):
+    """One object answers 500 to its first reads, more often than the storage client retries
+    (one attempt here): the batch's own retry with backoff references it, and says so."""
+    direct_opts = s3_server.storage_options
+    target = archive[7].name
+    budget = {"left": 6}
+
+    def first_reads_of_target(method: str, path: str) -> bool:
+        if method == "GET" and path.split("?")[0].endswith(target) and budget["left"] > 0:
+            budget["left"] -= 1
+            return True
+        return False
+
+    with FaultProxy(s3_server.endpoint_url, rate=1.0, kinds=("500",), seed=7,
+                    should_fault=first_reads_of_target) as proxy:
+        opts = {**direct_opts, "endpoint_url": proxy.endpoint_url,
+                # botocore: one attempt; s3fs itself retries only SlowDown, not a 500
+                "config_kwargs": {"retries": {"max_attempts": 1, "mode": "standard"}}}
+        result = run_batch(s3_archive, str(tmp_path / "out"), workers=1, retries=6,
+                           backoff=0.05, storage_options=opts, output_storage_options={})
+        injected = proxy.fault_counts()
+    assert injected.get("500", 0) == 6
+    assert result.ok, result.failures
+    assert result.retried == 1
+    row = next(r for r in Ledger(tmp_path / "out" / "ledger.sqlite").rows()
+               if r["url"].endswith(target))
+    assert row["status"] == "ok" and row["attempts"] >= 2
