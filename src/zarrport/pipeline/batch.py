@@ -146,6 +146,7 @@ def discover(spec: str, storage_options: dict | None = None,
     url = storage.normalize_url(spec)
     scheme, rest = url.split("://", 1)
     fs, path = storage.filesystem(url, storage_options)
+    fs.invalidate_cache()  # a cached listing from an earlier run in this process is stale
     include = tuple(include)
     if any(ch in rest for ch in "*?["):
         static = re.split(r"[*?\[]", path, maxsplit=1)[0]

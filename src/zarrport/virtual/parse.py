@@ -56,6 +56,10 @@ def open_source(
         with open(path, "rb") as f:
             yield path, f, st
     else:
+        # fsspec filesystems are cached per process with their listings: a file rewritten
+        # since an earlier listing would be opened with its old ETag and fail (s3fs: "... and
+        # Etag ... no longer exists")
+        fs.invalidate_cache(path)
         with fs.open(path, "rb", block_size=2 * 2**20, cache_type="blockcache") as raw:
             f = _RecordingFile(raw)
             yield f, f, st  # type: ignore[misc]
