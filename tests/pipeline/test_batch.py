@@ -270,6 +270,13 @@ def test_output_guards(tmp_path):
     proc = subprocess.run([*ZARRPORT, "batch", str(src / "*.nc"), "-o", str(other)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 6 and len(proc.stderr.strip().splitlines()) == 1
+    # a damaged manifest: one line naming it, exit 4, the output left as it was
+    (out / "zarrport-batch.json").write_text("{not json")
+    proc = subprocess.run([*ZARRPORT, "batch", str(src / "*.nc"), "-o", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "damaged batch manifest" in proc.stderr
+    assert (out / "zarrport-batch.json").read_text() == "{not json"
     proc = subprocess.run([*ZARRPORT, "batch", str(tmp_path / "none" / "*.nc"), "-o",
                            str(tmp_path / "o2")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "0 new" in proc.stdout
@@ -333,3 +340,26 @@ def test_verify_batch_reports_deleted_truncated_rewritten_by_name(tmp_path):
     problems = {(p["kind"], Path(p["item"]).name) for p in json.loads(proc.stdout)["problems"]}
     assert problems == {("missing", paths[0].name), ("truncated", paths[1].name),
                         ("rewritten", paths[2].name)}
+
+
+def test_unreachable_scheduler_and_bad_options_are_one_line_errors(tmp_path):
+    import socket
+
+    src = tmp_path / "src"
+    _archive(src, range(2000, 2004))
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cases = [
+        (["--scheduler", f"tcp://127.0.0.1:{port}"], 2, "cannot reach the Dask scheduler"),
+        (["--workers", "0"], 2, "--workers must be >= 1"),
+        (["--collection-by", "plain.nc"], 2, "no {field} placeholders"),
+        (["--retries", "-1"], 2, "--retries"),
+    ]
+    for i, (args, code, text) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        proc = subprocess.run([*ZARRPORT, "batch", str(src / "*.nc"), "-o", str(out), *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == code, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and text in proc.stderr, proc.stderr
+        assert not out.exists()  # refused before anything was written

@@ -49,6 +49,9 @@ DEFAULT_INCLUDE = ("*.nc", "*.nc4", "*.h5", "*.hdf5", "*.he5", "*.cdf", "*.netcd
 #: error codes worth trying again on the next run (the file itself may be fine)
 RETRY_NEXT_RUN = frozenset({"storage_error", "internal_error"})
 
+#: how long to try reaching a Dask scheduler given by address
+SCHEDULER_TIMEOUT_S = 10
+
 #: called as sources finish: (done, total, url, outcome)
 Progress = Callable[[int, int, str, str], None]
 
@@ -333,24 +336,29 @@ def _ignore_stop_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _run_on_dask(tasks: list[dict[str, Any]], scheduler: Any) -> Iterator[dict[str, Any]]:
-    from distributed import Client, as_completed
+def _connect(scheduler: Any) -> tuple[Any, bool]:
+    """(client, whether we own it) for a scheduler address or a ``distributed.Client``."""
+    if scheduler is None:
+        return None, False
+    from distributed import Client
 
-    own = not isinstance(scheduler, Client)
+    if isinstance(scheduler, Client):
+        return scheduler, False
     try:
-        client = Client(scheduler, timeout=30) if own else scheduler
-    except OSError as err:
+        return Client(scheduler, timeout=SCHEDULER_TIMEOUT_S), True
+    except (OSError, TimeoutError, ValueError) as err:
         raise InvalidArgumentError(f"cannot reach the Dask scheduler at {scheduler}: {err}") \
             from err
-    try:
-        futures = client.map(reference_source, tasks, pure=False, retries=1)
-        # the client's own loop: as_completed otherwise looks for a *default* client, which
-        # a Client(..., set_as_default=False) passed in is not ("No clients found")
-        for fut in as_completed(futures, loop=client.loop):
-            yield fut.result()
-    finally:
-        if own:
-            client.close()
+
+
+def _run_on_dask(tasks: list[dict[str, Any]], client: Any) -> Iterator[dict[str, Any]]:
+    from distributed import as_completed
+
+    futures = client.map(reference_source, tasks, pure=False, retries=1)
+    # the client's own loop: as_completed otherwise looks for a *default* client, which a
+    # Client(..., set_as_default=False) passed in is not ("No clients found")
+    for fut in as_completed(futures, loop=client.loop):
+        yield fut.result()
 
 
 # --------------------------------------------------------------------------- the run
@@ -466,6 +474,22 @@ def run_batch(
     explicit = not isinstance(sources, str | os.PathLike)
     pattern_obj = CollectionPattern.compile(collection_by) if collection_by else None
     ledger_path = _ledger_path(out_url, ledger)
+    client, own_client = _connect(scheduler)  # before anything is written
+    try:
+        return _run(sources, out_url, explicit, pattern_obj, collection_by, concat_dim,
+                    workers, client, ledger_path, storage_options, out_opts, include,
+                    retries, backoff, per_source_refs, progress, stac, options, t0)
+    finally:
+        if own_client:
+            client.close()
+
+
+def _run(sources: Any, out_url: str, explicit: bool, pattern_obj: CollectionPattern | None,
+         collection_by: str | None, concat_dim: str | None, workers: int | None,
+         scheduler: Any, ledger_path: Path, storage_options: dict | None,
+         out_opts: dict | None, include: Iterable[str], retries: int, backoff: float,
+         per_source_refs: bool, progress: Progress | None, stac: str | None,
+         options: ParseOptions | None, t0: float) -> BatchResult:
     _prepare_output(out_url, out_opts)
     manifest, pattern, concat_dim = _config(out_url, out_opts, collection_by, concat_dim,
                                             explicit)

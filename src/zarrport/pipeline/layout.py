@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zarrport import storage
+from zarrport.errors import CorruptSourceError
 
 MANIFEST = "zarrport-batch.json"
 LEDGER = "ledger.sqlite"
@@ -43,14 +44,26 @@ def exists(url: str, options: dict | None) -> bool:
 
 
 def read_manifest(output: str, options: dict | None = None) -> dict[str, Any] | None:
+    """The batch manifest, None when there is none; a damaged one is a CorruptSourceError."""
     url = f"{output.rstrip('/')}/{MANIFEST}"
     if url.startswith("file://"):
         path = Path(url.removeprefix("file://"))
-        return json.loads(path.read_text()) if path.exists() else None
-    fs, path_ = storage.filesystem(url, options)
-    if not fs.exists(path_):
-        return None
-    return json.loads(fs.cat_file(path_))
+        if not path.exists():
+            return None
+        raw = path.read_bytes()
+    else:
+        fs, path_ = storage.filesystem(url, options)
+        if not fs.exists(path_):
+            return None
+        raw = fs.cat_file(path_)
+    try:
+        doc = json.loads(raw)
+    except ValueError as err:
+        raise CorruptSourceError(f"{url}: damaged batch manifest ({err}); move the output "
+                                 "aside and run the batch again", source=url) from err
+    if not isinstance(doc, dict) or not isinstance(doc.get("collections"), dict):
+        raise CorruptSourceError(f"{url}: not a zarrport batch manifest", source=url)
+    return doc
 
 
 def write_manifest(output: str, options: dict | None, manifest: dict[str, Any]) -> None:
