@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.zarrport-installed
 NPM_STAMP := node_modules/.zarrport-installed
 
-.PHONY: install demo test test-fast bench conformance lint clean
+.PHONY: install demo test test-fast bench bench-batch conformance lint clean
 
 install: $(STAMP) $(NPM_STAMP)
 
@@ -37,6 +37,10 @@ conformance: install
 
 bench: install
 	$(PY) bench/bench_virtualize.py --out docs/benchmarks.md
+	$(PY) bench/bench_batch.py --write-docs
+
+bench-batch: install
+	$(PY) bench/bench_batch.py --write-docs
 
 lint: install
 	$(PY) -m ruff check src tests scripts bench
