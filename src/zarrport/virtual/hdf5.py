@@ -233,20 +233,36 @@ def _ordered_names(g: Any) -> list[str]:
         return list(g)
 
 
-def _members(g: Any) -> tuple[list[Any], list[Any]]:
+def _links(g: Any, cache: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Link name -> opened group or dataset of ``g``, in creation order (dangling links
+    left out); ``cache`` (by group name) spares opening every object again on the next walk
+    of the same file."""
     import h5py
 
-    groups, datasets = [], []
+    if cache is not None:
+        key = str(g.name)
+        if key not in cache:
+            cache[key] = _links(g)
+        return cache[key]
+    out: dict[str, Any] = {}
     for name in _ordered_names(g):
         try:
             obj = g.get(name)
         except (KeyError, OSError):  # dangling soft/external link
             continue
-        if isinstance(obj, h5py.Group):
-            groups.append(obj)
-        elif isinstance(obj, h5py.Dataset):
-            datasets.append(obj)
-    return groups, datasets
+        if isinstance(obj, h5py.Group | h5py.Dataset):
+            out[name] = obj
+    return out
+
+
+def _members(g: Any, cache: dict[str, dict[str, Any]] | None = None
+             ) -> tuple[list[Any], list[Any]]:
+    """(subgroups, datasets) of ``g`` in creation order."""
+    import h5py
+
+    objs = _links(g, cache).values()
+    return ([o for o in objs if isinstance(o, h5py.Group)],
+            [o for o in objs if isinstance(o, h5py.Dataset)])
 
 
 def _object_key(obj: Any) -> tuple[int, int]:
@@ -261,10 +277,26 @@ def _scale_name(dset: Any, n: int, paths: dict[tuple[int, int], str]) -> str | N
 
     ``scale.name`` makes HDF5 search the whole file for a path to the object (7 ms a scale,
     40 s on netcdfc_ref_hdf5_compat1.nc); ``paths`` maps object addresses to the paths seen
-    while walking the file, so the search is only the fallback.
+    while walking the file, so the search is only the fallback. The first scale is found
+    at the low level (h5py's ``dset.dims[n]`` builds a Python object per scale).
     """
     import h5py
 
+    found: list[tuple[int, int]] = []
+
+    def first(scale_id: Any) -> int:
+        info = h5py.h5o.get_info(scale_id)
+        found.append((info.fileno, info.addr))
+        return 1  # stop at the first scale
+
+    try:
+        if h5py.h5ds.get_num_scales(dset.id, n) > 0:
+            h5py.h5ds.iterate(dset.id, n, first)
+            path = paths.get(found[0]) if found else None
+            if path is not None:
+                return path.rsplit("/", 1)[-1]
+    except Exception:  # fall back to h5py's high-level view below
+        pass
     try:
         scales = dset.dims[n]
         if len(scales) >= 1:
@@ -278,7 +310,8 @@ def _scale_name(dset: Any, n: int, paths: dict[tuple[int, int], str]) -> str | N
     return None
 
 
-def phony_dimension_names(f: Any) -> dict[str, tuple[str, ...]]:
+def phony_dimension_names(f: Any, cache: dict[str, dict[str, Any]] | None = None
+                          ) -> dict[str, tuple[str, ...]]:
     """Dimension names of every dataset, as netCDF-C names them.
 
     * dimension scales attached to the dataset;
@@ -292,7 +325,7 @@ def phony_dimension_names(f: Any) -> dict[str, tuple[str, ...]]:
     paths: dict[tuple[int, int], str] = {}
 
     def collect(g: Any) -> None:
-        groups, datasets = _members(g)
+        groups, datasets = _members(g, cache)
         for dset in datasets:
             paths.setdefault(_object_key(dset), str(dset.name))
             if "_Netcdf4Dimid" in dset.attrs:
@@ -310,7 +343,7 @@ def phony_dimension_names(f: Any) -> dict[str, tuple[str, ...]]:
 
     def visit(g: Any) -> None:
         phony = _PhonyDims(counter)
-        groups, datasets = _members(g)
+        groups, datasets = _members(g, cache)
         for sub in groups:
             visit(sub)
         for dset in datasets:
@@ -476,15 +509,14 @@ def parse_hdf5(
         if not isinstance(g, h5py.Group):
             raise CorruptSourceError(f"{url}: {group!r} is not a group", source=url)
         drop = set(drop_variables)
-        dim_names = phony_dimension_names(f)
+        cache: dict[str, dict[str, Any]] = {}
+        dim_names = phony_dimension_names(f, cache)
+        objects = _links(g, cache)
         variables: dict[str, VirtualVariable] = {}
         for name in g:
             if name in drop:
                 continue
-            try:
-                obj = g.get(name)
-            except (KeyError, OSError):  # dangling soft/external link
-                continue
+            obj = objects.get(name)  # None: a dangling soft/external link
             if not isinstance(obj, h5py.Dataset) or _is_dimension_only(obj):
                 continue
             try:
