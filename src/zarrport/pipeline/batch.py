@@ -336,19 +336,27 @@ def _ignore_stop_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _connect(scheduler: Any) -> tuple[Any, bool]:
-    """(client, whether we own it) for a scheduler address or a ``distributed.Client``."""
+@contextlib.contextmanager
+def _dask_client(scheduler: Any) -> Iterator[Any]:
+    """The ``distributed.Client`` for a scheduler address (closed at the end) or the one
+    passed in (left open); None without a scheduler."""
     if scheduler is None:
-        return None, False
+        yield None
+        return
     from distributed import Client
 
     if isinstance(scheduler, Client):
-        return scheduler, False
+        yield scheduler
+        return
     try:
-        return Client(scheduler, timeout=SCHEDULER_TIMEOUT_S), True
+        client = Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
     except (OSError, TimeoutError, ValueError) as err:
         raise InvalidArgumentError(f"cannot reach the Dask scheduler at {scheduler}: {err}") \
             from err
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def _run_on_dask(tasks: list[dict[str, Any]], client: Any) -> Iterator[dict[str, Any]]:
@@ -416,8 +424,8 @@ def _prepare_output(output: str, options: dict | None) -> None:
                 "choose a new or empty directory")
 
 
-def _config(output: str, options: dict | None, pattern: str | None, concat_dim: str | None,
-            explicit: bool) -> tuple[dict[str, Any], str | None, str | None]:
+def _config(output: str, options: dict | None, pattern: str | None, concat_dim: str | None
+            ) -> tuple[dict[str, Any], str | None, str | None]:
     """The existing manifest, and the pattern / concat dim to use (from the manifest when not
     given; a different one than the output was made with is refused)."""
     manifest = layout.read_manifest(output, options) or {}
@@ -474,179 +482,163 @@ def run_batch(
     explicit = not isinstance(sources, str | os.PathLike)
     pattern_obj = CollectionPattern.compile(collection_by) if collection_by else None
     ledger_path = _ledger_path(out_url, ledger)
-    client, own_client = _connect(scheduler)  # before anything is written
-    try:
-        return _run(sources, out_url, explicit, pattern_obj, collection_by, concat_dim,
-                    workers, client, ledger_path, storage_options, out_opts, include,
-                    retries, backoff, per_source_refs, progress, stac, options, t0)
-    finally:
-        if own_client:
-            client.close()
+    with _dask_client(scheduler) as client:  # reached before anything is written
+        _prepare_output(out_url, out_opts)
+        manifest, pattern, concat_dim = _config(out_url, out_opts, collection_by, concat_dim)
+        if pattern and pattern_obj is None:
+            pattern_obj = CollectionPattern.compile(pattern)
+        options = options or ParseOptions()
 
+        with _lock(ledger_path), Ledger(ledger_path) as book:
+            if out_url.startswith("file://"):
+                layout.remove_stale_temporaries(Path(out_url.removeprefix("file://")))
+            failures_pre: list[tuple[str, BaseException]] = []
+            if explicit:
+                root, found, failures_pre = explicit_sources(list(sources), manifest.get("root"),
+                                                             storage_options)
+            else:
+                root, found = discover(str(sources), storage_options, include)
+                if manifest.get("root") and manifest["root"] != root:
+                    raise InvalidArgumentError(
+                        f"{out_url} references sources under {manifest['root']}, not {root}; use "
+                        "another output")
+            result = BatchResult(output=out_url, ledger=str(ledger_path), root=root)
+            counts: Counter[str] = Counter()
+            default_cid = safe_id(root.rstrip("/").rsplit("/", 1)[-1])
+            tasks: list[dict[str, Any]] = []
+            kinds: dict[str, str] = {}
+            touched: set[str] = set()
+            collection_fields: dict[str, dict[str, str]] = {}
 
-def _run(sources: Any, out_url: str, explicit: bool, pattern_obj: CollectionPattern | None,
-         collection_by: str | None, concat_dim: str | None, workers: int | None,
-         scheduler: Any, ledger_path: Path, storage_options: dict | None,
-         out_opts: dict | None, include: Iterable[str], retries: int, backoff: float,
-         per_source_refs: bool, progress: Progress | None, stac: str | None,
-         options: ParseOptions | None, t0: float) -> BatchResult:
-    _prepare_output(out_url, out_opts)
-    manifest, pattern, concat_dim = _config(out_url, out_opts, collection_by, concat_dim,
-                                            explicit)
-    if pattern and pattern_obj is None:
-        pattern_obj = CollectionPattern.compile(pattern)
-    options = options or ParseOptions()
+            for url, err in failures_pre:
+                code = err.code if isinstance(err, ZarrportError) else "storage_error"
+                book.record_failure(url, None, None, 1, code, _one_line(err))
+                result.failures.append({"url": url, "code": code, "reason": _one_line(err),
+                                        "attempts": 1})
+                counts["failed"] += 1
 
-    with _lock(ledger_path), Ledger(ledger_path) as book:
-        if out_url.startswith("file://"):
-            layout.remove_stale_temporaries(Path(out_url.removeprefix("file://")))
-        failures_pre: list[tuple[str, BaseException]] = []
-        if explicit:
-            root, found, failures_pre = explicit_sources(list(sources), manifest.get("root"),
-                                                         storage_options)
-        else:
-            root, found = discover(str(sources), storage_options, include)
-            if manifest.get("root") and manifest["root"] != root:
-                raise InvalidArgumentError(
-                    f"{out_url} references sources under {manifest['root']}, not {root}; use "
-                    "another output")
-        result = BatchResult(output=out_url, ledger=str(ledger_path), root=root)
-        counts: Counter[str] = Counter()
-        default_cid = safe_id(root.rstrip("/").rsplit("/", 1)[-1])
-        tasks: list[dict[str, Any]] = []
-        kinds: dict[str, str] = {}
-        touched: set[str] = set()
-        collection_fields: dict[str, dict[str, str]] = {}
-
-        for url, err in failures_pre:
-            code = err.code if isinstance(err, ZarrportError) else "storage_error"
-            book.record_failure(url, None, None, 1, code, _one_line(err))
-            result.failures.append({"url": url, "code": code, "reason": _one_line(err),
-                                    "attempts": 1})
-            counts["failed"] += 1
-
-        for src in found:
-            if pattern_obj is not None:
-                fields = pattern_obj.match(src.relpath)
-                if fields is None:
-                    book.record_failure(src.url, None, src.stat, 0, "no_match",
-                                        f"name does not match {pattern_obj.pattern!r}",
-                                        status=SKIPPED)
-                    counts["skipped"] += 1
-                    result.skipped.append({"url": src.url, "reason": "name does not match "
-                                           f"{pattern_obj.pattern!r}"})
+            for src in found:
+                if pattern_obj is not None:
+                    fields = pattern_obj.match(src.relpath)
+                    if fields is None:
+                        book.record_failure(src.url, None, src.stat, 0, "no_match",
+                                            f"name does not match {pattern_obj.pattern!r}",
+                                            status=SKIPPED)
+                        counts["skipped"] += 1
+                        result.skipped.append({"url": src.url, "reason": "name does not match "
+                                               f"{pattern_obj.pattern!r}"})
+                        continue
+                    cid = pattern_obj.collection_id(fields)
+                    collection_fields[cid] = pattern_obj.key(fields)
+                else:
+                    cid = default_cid
+                    collection_fields.setdefault(cid, {})
+                row = book.get(src.url)
+                if row is None or row["status"] in (MISSING, SKIPPED):
+                    kind = "new"
+                elif not same_stat(row, src.stat):
+                    kind = "changed"
+                elif row["status"] == OK and row["collection"] == cid:
+                    counts["unchanged"] += 1
                     continue
-                cid = pattern_obj.collection_id(fields)
-                collection_fields[cid] = pattern_obj.key(fields)
-            else:
-                cid = default_cid
-                collection_fields.setdefault(cid, {})
-            row = book.get(src.url)
-            if row is None or row["status"] in (MISSING, SKIPPED):
-                kind = "new"
-            elif not same_stat(row, src.stat):
-                kind = "changed"
-            elif row["status"] == OK and row["collection"] == cid:
-                counts["unchanged"] += 1
-                continue
-            elif row["status"] == FAILED and row["error_code"] not in RETRY_NEXT_RUN:
-                # bad in itself: recorded once with its reason, not tried again until it changes
-                counts["failed"] += 1
-                result.failures.append({"url": src.url, "code": row["error_code"],
-                                        "reason": row["last_error"],
-                                        "attempts": row["attempts"], "retried": False})
-                continue
-            else:
-                kind = "retry" if row["status"] == FAILED else "changed"
-            if row is not None and row["status"] == OK and row["collection"] != cid:
-                touched.add(row["collection"])
-            kinds[src.url] = kind
-            refs_rel = layout.source_refs(cid, src.relpath) if per_source_refs else None
-            tasks.append({
-                "url": src.url, "collection": cid, "stat": src.stat,
-                "refs_rel": refs_rel,
-                "refs_url": f"{out_url}/{refs_rel}" if refs_rel else None,
-                "storage_options": storage_options, "output_storage_options": out_opts,
-                "options": options, "retries": retries, "backoff": backoff,
+                elif row["status"] == FAILED and row["error_code"] not in RETRY_NEXT_RUN:
+                    # bad in itself: recorded once with its reason, not tried again until it changes
+                    counts["failed"] += 1
+                    result.failures.append({"url": src.url, "code": row["error_code"],
+                                            "reason": row["last_error"],
+                                            "attempts": row["attempts"], "retried": False})
+                    continue
+                else:
+                    kind = "retry" if row["status"] == FAILED else "changed"
+                if row is not None and row["status"] == OK and row["collection"] != cid:
+                    touched.add(row["collection"])
+                kinds[src.url] = kind
+                refs_rel = layout.source_refs(cid, src.relpath) if per_source_refs else None
+                tasks.append({
+                    "url": src.url, "collection": cid, "stat": src.stat,
+                    "refs_rel": refs_rel,
+                    "refs_url": f"{out_url}/{refs_rel}" if refs_rel else None,
+                    "storage_options": storage_options, "output_storage_options": out_opts,
+                    "options": options, "retries": retries, "backoff": backoff,
+                })
+            if per_source_refs and out_url.startswith("file://"):
+                for t in tasks:
+                    Path(t["refs_url"].removeprefix("file://")).parent.mkdir(parents=True,
+                                                                             exist_ok=True)
+
+            by_url = {t["url"]: t for t in tasks}
+            done = 0
+            for res in _run_tasks(tasks, workers, client):
+                task = by_url[res["url"]]
+                done += 1
+                result.workers[res["worker"]] = result.workers.get(res["worker"], 0) + 1
+                if res["ok"]:
+                    book.record_ok(res["url"], task["collection"], task["stat"], res["attempts"],
+                                   task["refs_rel"], res["model"])
+                    outcome = "changed" if kinds[res["url"]] == "changed" else "new"
+                    counts[outcome] += 1
+                    if res["attempts"] > 1:
+                        result.retried += 1
+                    touched.add(task["collection"])
+                else:
+                    prev = book.get(res["url"])
+                    book.record_failure(res["url"], task["collection"], task["stat"],
+                                        res["attempts"] + (prev["attempts"] if prev and
+                                                           prev["status"] == FAILED else 0),
+                                        res["code"], res["reason"])
+                    counts["failed"] += 1
+                    outcome = "failed"
+                    result.failures.append({"url": res["url"], "code": res["code"],
+                                            "reason": res["reason"], "attempts": res["attempts"]})
+                    if prev is not None and prev["status"] == OK:
+                        touched.add(prev["collection"])
+                if progress:
+                    progress(done, len(tasks), res["url"], outcome)
+
+            if not explicit:
+                listed = {s.url for s in found}
+                gone = [r for r in book.rows() if r["url"] not in listed
+                        and r["status"] != MISSING and r["url"].startswith(root.rstrip("/") + "/")]
+                book.mark_missing(r["url"] for r in gone)
+                counts["missing"] += len(gone)
+                touched.update(r["collection"] for r in gone if r["status"] == OK)
+
+            # collections with referenced sources not yet in a commit (also after a crash)
+            for (cid,) in book.db.execute(
+                    "SELECT DISTINCT collection FROM sources WHERE status = ? AND snapshot IS NULL",
+                    (OK,)):
+                touched.add(cid)
+            known = dict(manifest.get("collections") or {})
+            for cid in sorted(c for c in touched if c):
+                fields = collection_fields.get(cid) or known.get(cid, {}).get("fields", {})
+                entry = _commit_collection(book, cid, out_url, root, concat_dim, storage_options,
+                                           out_opts, kinds)
+                entry["fields"] = fields
+                known[cid] = {**known.get(cid, {}), **entry}
+            result.collections = known
+            result.counts = {k: counts.get(k, 0) for k in
+                             ("new", "changed", "unchanged", "failed", "skipped", "missing")}
+            result.referenced_bytes = sum(int(c.get("referenced_bytes") or 0)
+                                          for c in known.values())
+            layout.write_manifest(out_url, out_opts, {
+                "zarrport_batch": 1,
+                "zarrport_version": _version(),
+                "root": root,
+                "pattern": pattern_obj.pattern if pattern_obj else None,
+                "concat_dim": concat_dim,
+                "ledger": str(ledger_path),
+                "updated": _now(),
+                "collections": {k: {kk: vv for kk, vv in v.items()
+                                    if kk not in ("error", "added", "changed", "removed")}
+                                for k, v in known.items()},
             })
-        if per_source_refs and out_url.startswith("file://"):
-            for t in tasks:
-                Path(t["refs_url"].removeprefix("file://")).parent.mkdir(parents=True,
-                                                                         exist_ok=True)
+            result.reference_bytes = layout.size_of(out_url, out_opts)
+        if stac:
+            from zarrport.catalog import write_catalog
 
-        by_url = {t["url"]: t for t in tasks}
-        done = 0
-        for res in _run_tasks(tasks, workers, scheduler):
-            task = by_url[res["url"]]
-            done += 1
-            result.workers[res["worker"]] = result.workers.get(res["worker"], 0) + 1
-            if res["ok"]:
-                book.record_ok(res["url"], task["collection"], task["stat"], res["attempts"],
-                               task["refs_rel"], res["model"])
-                outcome = "changed" if kinds[res["url"]] == "changed" else "new"
-                counts[outcome] += 1
-                if res["attempts"] > 1:
-                    result.retried += 1
-                touched.add(task["collection"])
-            else:
-                prev = book.get(res["url"])
-                book.record_failure(res["url"], task["collection"], task["stat"],
-                                    res["attempts"] + (prev["attempts"] if prev and
-                                                       prev["status"] == FAILED else 0),
-                                    res["code"], res["reason"])
-                counts["failed"] += 1
-                outcome = "failed"
-                result.failures.append({"url": res["url"], "code": res["code"],
-                                        "reason": res["reason"], "attempts": res["attempts"]})
-                if prev is not None and prev["status"] == OK:
-                    touched.add(prev["collection"])
-            if progress:
-                progress(done, len(tasks), res["url"], outcome)
-
-        if not explicit:
-            listed = {s.url for s in found}
-            gone = [r for r in book.rows() if r["url"] not in listed
-                    and r["status"] != MISSING and r["url"].startswith(root.rstrip("/") + "/")]
-            book.mark_missing(r["url"] for r in gone)
-            counts["missing"] += len(gone)
-            touched.update(r["collection"] for r in gone if r["status"] == OK)
-
-        # collections with referenced sources not yet in a commit (also after a crash)
-        for (cid,) in book.db.execute(
-                "SELECT DISTINCT collection FROM sources WHERE status = ? AND snapshot IS NULL",
-                (OK,)):
-            touched.add(cid)
-        known = dict(manifest.get("collections") or {})
-        for cid in sorted(c for c in touched if c):
-            fields = collection_fields.get(cid) or known.get(cid, {}).get("fields", {})
-            entry = _commit_collection(book, cid, out_url, root, concat_dim, storage_options,
-                                       out_opts, kinds)
-            entry["fields"] = fields
-            known[cid] = {**known.get(cid, {}), **entry}
-        result.collections = known
-        result.counts = {k: counts.get(k, 0) for k in
-                         ("new", "changed", "unchanged", "failed", "skipped", "missing")}
-        result.referenced_bytes = sum(int(c.get("referenced_bytes") or 0)
-                                      for c in known.values())
-        layout.write_manifest(out_url, out_opts, {
-            "zarrport_batch": 1,
-            "zarrport_version": _version(),
-            "root": root,
-            "pattern": pattern_obj.pattern if pattern_obj else None,
-            "concat_dim": concat_dim,
-            "ledger": str(ledger_path),
-            "updated": _now(),
-            "collections": {k: {kk: vv for kk, vv in v.items()
-                                if kk not in ("error", "added", "changed", "removed")}
-                            for k, v in known.items()},
-        })
-        result.reference_bytes = layout.size_of(out_url, out_opts)
-    if stac:
-        from zarrport.catalog import write_catalog
-
-        result.stac = write_catalog(out_url, stac, storage_options=out_opts)
-    result.seconds = round(time.perf_counter() - t0, 3)
-    return result
+            result.stac = write_catalog(out_url, stac, storage_options=out_opts)
+        result.seconds = round(time.perf_counter() - t0, 3)
+        return result
 
 
 def _commit_collection(book: Ledger, cid: str, out_url: str, root: str, concat_dim: str | None,
