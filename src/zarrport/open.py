@@ -199,11 +199,19 @@ def open_icechunk_store(url: str, storage_options: dict | None = None,
         raise CorruptSourceError(f"{url}: not a readable Icechunk repository ({err})",
                                  source=url) from err
     credentials: dict[str, Any] = {}
+    override = False
     if config is not None:
         for prefix in config.virtual_chunk_containers or {}:
-            _container, creds = storage.icechunk_virtual_container(prefix, storage_options)
+            container, creds = storage.icechunk_virtual_container(prefix, storage_options)
             credentials[prefix] = creds
+            # A repository keeps the S3 endpoint its chunks were referenced through; a
+            # reader that names another one (a different gateway to the same bucket) gets
+            # it for this session, not the one stored.
+            if prefix.startswith("s3://") and (storage_options or {}).get("endpoint_url"):
+                config.set_virtual_chunk_container(container)
+                override = True
     repo = icechunk.Repository.open(
-        st, authorize_virtual_chunk_access=icechunk.containers_credentials(credentials)
+        st, config=config if override else None,
+        authorize_virtual_chunk_access=icechunk.containers_credentials(credentials)
     )
     return repo.readonly_session(branch=branch).store
