@@ -33,7 +33,6 @@ import importlib.util
 import json
 import multiprocessing
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -45,11 +44,11 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import machine, package_versions, short_error  # bench/_common.py
 
 ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("zarrport") is None:  # a checkout without `pip install -e .`
@@ -573,48 +572,9 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def short_error(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{type(err).__name__}: {text}"
-
-
-def _nproc() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def machine() -> dict[str, str]:
-    info = {"nproc": str(_nproc()), "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version()}
-    try:
-        import psutil
-
-        info["ram"] = f"{psutil.virtual_memory().total / 2**30:.1f} GiB"
-    except ImportError:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        info["ram"] = f"{pages / 2**30:.1f} GiB"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return info
-
-
 def versions() -> dict[str, str]:
-    out = {}
-    for name in ("zarrport", "virtualizarr", "kerchunk", "icechunk", "zarr", "xarray",
-                 "h5py", "dask", "obstore", "psutil"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
+    out = package_versions(("zarrport", "virtualizarr", "kerchunk", "icechunk", "zarr", "xarray",
+                 "h5py", "dask", "obstore", "psutil"))
     return out
 
 

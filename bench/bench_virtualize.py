@@ -29,7 +29,6 @@ import importlib.util
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -39,12 +38,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+from _common import machine, nproc, package_versions, short_error  # bench/_common.py
 
 ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("zarrport") is None:  # a checkout without `pip install -e .`
@@ -399,13 +398,6 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
-def short_error(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{type(err).__name__}: {text}"
-
-
 # ============================================================================================
 # cases
 
@@ -734,7 +726,7 @@ def single_generate(ctx: Context) -> Case:
 @register("archive-combine")
 def archive_combine(ctx: Context) -> Case:
     """Scan an archive of yearly files and combine them along time."""
-    nproc = _nproc()
+    cores = nproc()
     return GenerateCase(
         key="archive-combine",
         section="Generate references: archive combined along time",
@@ -744,8 +736,8 @@ def archive_combine(ctx: Context) -> Case:
         generators=[
             Generator("kerchunk", "alternative", kerchunk_combine, ".json",
                       note="SingleHdf5ToZarr per file (sequential) + MultiZarrToZarr"),
-            Generator(f"kerchunk ({nproc} processes)", "info",
-                      lambda ds, out: kerchunk_combine(ds, out, processes=nproc), ".json",
+            Generator(f"kerchunk ({cores} processes)", "info",
+                      lambda ds, out: kerchunk_combine(ds, out, processes=cores), ".json",
                       note="same, files scanned in a forkserver process pool"),
             Generator("VirtualiZarr", "alternative", virtualizarr_combine, ".json",
                       note="open_virtual_mfdataset(nested, concat_dim=time) + .vz.to_kerchunk"),
@@ -993,41 +985,9 @@ def _netcdf4_open(path: Path) -> None:
 # report
 
 
-def _nproc() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def machine() -> dict[str, str]:
-    info = {"nproc": str(_nproc()), "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version()}
-    try:
-        import psutil
-
-        info["ram"] = f"{psutil.virtual_memory().total / 2**30:.1f} GiB"
-    except ImportError:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        info["ram"] = f"{pages / 2**30:.1f} GiB"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return info
-
-
 def versions() -> dict[str, str]:
-    out = {}
-    for name in ("zarrport", "kerchunk", "virtualizarr", "icechunk", "zarr", "xarray",
-                 "numpy", "netCDF4", "h5py", "fsspec", "obstore", "numcodecs"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
+    out = package_versions(("zarrport", "kerchunk", "virtualizarr", "icechunk", "zarr", "xarray",
+                 "numpy", "netCDF4", "h5py", "fsspec", "obstore", "numcodecs"))
     try:
         import netCDF4
 
