@@ -41,7 +41,6 @@ CREATE TABLE IF NOT EXISTS sources (
     model BLOB
 );
 CREATE INDEX IF NOT EXISTS sources_collection ON sources (collection, status);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
 COLUMNS = ("url", "collection", "size", "mtime", "etag", "status", "attempts", "error_code",
@@ -105,14 +104,7 @@ class Ledger:
             blob = row.pop("model")
             yield row, pickle.loads(zlib.decompress(blob)) if blob else None
 
-    def meta(self, key: str) -> str | None:
-        r = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return r[0] if r else None
-
     # ------------------------------------------------------------------ writes
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def record_ok(self, url: str, collection: str, stat: dict, attempts: int, refs: str | None,
                   model: Any) -> None:
