@@ -87,7 +87,7 @@ def detect(url: str, storage_options: dict | None = None) -> str:
 
 
 def open_dataset(url: str, *, storage_options: dict | None = None, engine: str | None = None,
-                 **xarray_kwargs: Any) -> xr.Dataset:
+                 accumulate: bool = True, **xarray_kwargs: Any) -> xr.Dataset:
     """Open ``url`` lazily as an ``xarray.Dataset`` with CF decoding.
 
     ``storage_options`` (fsspec-style, see :mod:`zarrport.storage`) are used both for the
@@ -96,9 +96,15 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
     on small chunks); ``engine="zarr"`` reads them through fsspec's ReferenceFileSystem and
     xarray's Zarr backend instead. Extra keyword arguments go to ``xarray.open_dataset``
     (``chunks={}`` gives Dask arrays).
+
+    Forecast cycles ingested by ``zarrport grib ingest`` open with Dask arrays of one GRIB
+    message per chunk, and accumulated variables (GEFS's alternating precipitation
+    buckets) come out accumulated from the start of the forecast, derived lazily
+    (:mod:`zarrport.grib.accumulate`); ``accumulate=False`` gives the stored windows.
     """
     url = storage.normalize_url(url)
     kind = detect(url, storage_options)
+    user_chunks = "chunks" in xarray_kwargs
     xarray_kwargs.setdefault("chunks", None)
     if kind in ("kerchunk-json", "kerchunk-parquet") and engine in (None, "zarrport"):
         from zarrport.references import ZarrportBackendEntrypoint
@@ -124,8 +130,16 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
         )
     if kind == "icechunk":
         store = open_icechunk_store(url, storage_options)
-        return xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=3,
-                               **xarray_kwargs)
+        grib = _is_grib(store)
+        if grib and xarray_kwargs.get("chunks") is None and not user_chunks:
+            xarray_kwargs["chunks"] = {}  # forecast cycles are read lazily, with Dask
+        ds = xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=3,
+                             **xarray_kwargs)
+        if grib and accumulate:
+            from zarrport.grib.accumulate import derive
+
+            ds = derive(ds)
+        return ds
     if kind == "zarr":
         fs_opts = None if url.startswith("file://") else storage.filesystem_options(
             url, storage_options)
@@ -138,6 +152,16 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
     if url.startswith("file://"):
         return xr.open_dataset(path, engine="netcdf4", **xarray_kwargs)
     return xr.open_dataset(fs.open(path, "rb"), engine=engine, **xarray_kwargs)
+
+
+def _is_grib(store: Any) -> bool:
+    """True for a repository of forecast cycles written by ``zarrport grib ingest``."""
+    import zarr
+
+    try:
+        return bool(zarr.open_group(store, mode="r", zarr_format=3).attrs.get("zarrport_grib"))
+    except Exception:  # noqa: BLE001 - not a group: let xarray report it
+        return False
 
 
 def read_provenance(url: str, kind: str, storage_options: dict | None = None) -> dict | None:

@@ -47,6 +47,9 @@ def _codecs_v3(var: VirtualVariable) -> tuple[Any, list[Any]]:
     from zarr.codecs import BytesCodec
     from zarr.registry import get_codec_class
 
+    if var.serializer is not None:
+        cfg = var.serializer
+        return get_codec_class(cfg["name"]).from_dict(cfg), []
     if var.dtype.kind == "O":
         from zarr.codecs import VLenUTF8Codec
 

@@ -16,7 +16,7 @@ import numcodecs
 import numpy as np
 import ujson
 
-from zarrport.errors import MisalignedChunksError
+from zarrport.errors import MisalignedChunksError, UnsupportedVariableError
 from zarrport.virtual.model import MISSING, VirtualDataset, VirtualVariable
 
 
@@ -99,6 +99,11 @@ def to_refs(vds: VirtualDataset) -> dict[str, Any]:
                 f"chunks natively beside the virtual ones",
                 variable=name,
             )
+        if var.serializer is not None:
+            raise UnsupportedVariableError(
+                f"variable {name!r}: its chunks are GRIB messages, decoded by the Zarr v3 "
+                f"codec {var.serializer.get('name')!r}; kerchunk's Zarr v2 references cannot "
+                "name it -- write Icechunk (--format icechunk)", variable=name)
         attrs = dict(var.attrs)
         attrs["_ARRAY_DIMENSIONS"] = list(var.dims)
         refs[f"{name}/.zattrs"] = _attrs_json(attrs)

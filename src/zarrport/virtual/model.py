@@ -72,6 +72,9 @@ class VirtualVariable:
     chunks: tuple[int, ...]
     #: numcodecs configs in encode order (HDF5 filter order); empty = raw bytes
     codecs: list[dict[str, Any]] = field(default_factory=list)
+    #: a Zarr v3 array->bytes codec config replacing ``bytes`` (GRIB: each chunk is one
+    #: message decoded by ``zarrport.grib``); None for raw little/big-endian bytes
+    serializer: dict[str, Any] | None = None
     #: value of chunks never written (HDF5 fill value); None lets Zarr pick its default
     fill_value: Any = None
     #: attributes as stored in the source (CF encoding attributes included)

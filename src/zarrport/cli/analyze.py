@@ -1,0 +1,56 @@
+"""``zarrport analyze exceedance``: ensemble probabilities over a box."""
+
+from __future__ import annotations
+
+import click
+
+from zarrport.cli import cli
+from zarrport.cli.options import echo_json, json_flag, parse_storage_options, storage_option
+
+
+@cli.group()
+def analyze() -> None:
+    """Analyses of forecast repositories (lazy, with Dask)."""
+
+
+@analyze.command("exceedance")
+@click.argument("repo")
+@click.option("--var", default="tp", show_default=True, help="Accumulated variable.")
+@click.option("--window", default="24h", show_default=True,
+              help="Accumulation window (24h, 6h, 2d).")
+@click.option("--threshold", default="50mm", show_default=True,
+              help="Threshold with units (50mm, 0.05m, 50 kg m-2); converted to the "
+              "variable's units.")
+@click.option("--bbox", metavar="W,S,E,N", help="Box in degrees (longitudes -180..180 or "
+              "0..360; W > E crosses the antimeridian). Default: the whole grid.")
+@click.option("-o", "--output", "out", required=True,
+              help="Result: .nc for NetCDF-4, otherwise a Zarr v3 store. Must not exist.")
+@storage_option
+@json_flag
+def exceedance_command(repo: str, var: str, window: str, threshold: str, bbox: str | None,
+                       out: str, storage_options: tuple[str, ...], as_json: bool) -> None:
+    """Probability (%) that the WINDOW accumulation of VAR exceeds THRESHOLD, over the
+    ensemble members, per init time, window end and grid point, for the box only.
+    """
+    from zarrport.grib.analyze import exceedance, render_map, summarize, write
+
+    result = exceedance(repo, var=var, window=window, threshold=threshold, bbox=bbox,
+                        storage_options=parse_storage_options(storage_options))
+    computed = write(result, out)
+    summary = summarize(computed)
+    summary["output"] = out
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(f"P({summary['window']} {var} > {summary['threshold']}) over "
+               f"{summary['members']} members, box {summary['bbox'] or 'whole grid'} "
+               f"({summary['grid'].get('latitude')} x {summary['grid'].get('longitude')} "
+               f"points) -> {out}")
+    click.echo(f"{'init':<17} {'window end':>10} {'max %':>7} {'mean %':>7} {'>=50 %':>8}")
+    for row in summary["windows"]:
+        mx = "-" if row["max_percent"] is None else f"{row['max_percent']:.0f}"
+        mean = "-" if row["mean_percent"] is None else f"{row['mean_percent']:.1f}"
+        click.echo(f"{row['init_time']:<17} {row['step_hours']:>9g}h {mx:>7} {mean:>7} "
+                   f"{row['points_ge_50_percent']:>4}/{row['points']}")
+    click.echo("last window, north up (' ' 0%  . <25  : <50  o <75  O <100  # 100%):")
+    click.echo(render_map(computed))

@@ -1,0 +1,257 @@
+"""Forecast cycles into one Icechunk repository: one commit and one tag per cycle.
+
+``ingest_cycle("gefs", "s3://noaa-gefs-pds/gefs.20250101/00", "gefs.icechunk")``
+
+* the first cycle creates the repository: arrays ``(init_time, member, step, latitude,
+  longitude)`` whose chunks are virtual references to the GRIB messages (decoded by the
+  ``zarrport.grib`` codec), and a virtual chunk container covering the source bucket (or,
+  for local files, the archive root above the cycle folders), anonymous access included;
+* each later cycle appends one ``init_time``: the arrays grow by one along it, the new
+  chunks are referenced, and the snapshot is committed and tagged ``cycle-YYYYMMDDHH``;
+* a cycle that is already in the repository changes nothing (no commit);
+* cycles must have the same variables, members, steps and grid as the repository, and come
+  in time order; anything else is refused before a byte is written.
+
+Fields absent from a cycle (a missing member file, a step not yet published) are missing
+chunks: they read as NaN, and the result lists them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from zarrport import storage
+from zarrport.errors import IncompatibleSourcesError, InvalidArgumentError
+from zarrport.grib.build import Built
+from zarrport.virtual.model import MISSING
+
+KINDS = ("gefs", "ecmwf")
+
+
+@dataclass
+class IngestResult:
+    repository: str
+    kind: str
+    cycle: str  # ISO reference time
+    status: str  # "created" | "appended" | "unchanged"
+    snapshot: str | None
+    tag: str
+    variables: list[str]
+    members: int
+    steps: int
+    chunks: int  # virtual chunks referenced by this cycle
+    missing: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parser_for(kind: str, *, members: Any = None, steps: Any = None,
+               variables: dict[str, str] | None = None,
+               params: list[str] | None = None) -> Any:
+    from zarrport.grib.ensemble import ECMWFParser, GEFSParser
+
+    if kind == "gefs":
+        return GEFSParser(members=members, steps=steps, variables=variables)
+    if kind == "ecmwf":
+        return ECMWFParser(members=members, steps=steps, params=params or ("tp",))
+    raise InvalidArgumentError(f"unknown forecast kind {kind!r} (choose from {KINDS})")
+
+
+def archive_root(kind: str, cycle_url: str) -> str:
+    """The folder above the cycle folders (``.../`` before ``gefs.YYYYMMDD``), so one
+    virtual chunk container covers every cycle of the archive."""
+    pattern = r"/gefs\.\d{8}/" if kind == "gefs" else r"/\d{8}/\d{2}z/"
+    m = re.search(pattern, cycle_url.rstrip("/") + "/")
+    if m:
+        return cycle_url[: m.start() + 1]
+    return cycle_url.rstrip("/") + "/"
+
+
+def cycle_tag(init: np.datetime64) -> str:
+    text = str(np.datetime64(init, "h")).replace("-", "").replace("T", "")
+    return f"cycle-{text}"
+
+
+def ingest_cycle(kind: str, cycle_url: str, repo_url: str, *,
+                 members: Any = None, steps: Any = None,
+                 variables: dict[str, str] | None = None, params: list[str] | None = None,
+                 storage_options: dict | None = None,
+                 output_storage_options: dict | None = None) -> IngestResult:
+    """Reference one forecast cycle into the Icechunk repository at ``repo_url``."""
+    import time
+
+    t0 = time.perf_counter()
+    cycle_url = storage.normalize_url(cycle_url)
+    repo_url = storage.normalize_url(repo_url)
+    parser = parser_for(kind, members=members, steps=steps, variables=variables,
+                        params=params)
+    registry = storage.object_store_registry([cycle_url], storage_options)
+    built = parser.build(cycle_url, registry)
+    vds = built.dataset
+    init = np.datetime64(int(vds.variables["init_time"].data[0]), "s")
+    tag = cycle_tag(init)
+    data_vars = [n for n, v in vds.variables.items() if v.refs is not None]
+    result = IngestResult(
+        repository=repo_url, kind=kind, cycle=str(init), status="", snapshot=None, tag=tag,
+        variables=data_vars, members=int(vds.variables["member"].shape[0]),
+        steps=int(vds.variables["step"].shape[0]),
+        chunks=sum(vds.variables[n].refs.count for n in data_vars),  # type: ignore[union-attr]
+        missing=list(built.missing))
+    prefixes = [archive_root(kind, cycle_url)]
+    provenance = {"kind": "grib-cycles", "forecast": kind, "cycle": str(init),
+                  "source": cycle_url}
+    if not _exists(repo_url, output_storage_options):
+        from zarrport.virtual.icechunk import write_icechunk
+
+        vds.variables["init_time"].chunks = (1024,)
+        _, snapshot = _with_snapshot(lambda: write_icechunk(
+            vds, repo_url, storage_options=storage_options,
+            output_storage_options=output_storage_options,
+            message=_message(kind, init, result), provenance=provenance,
+            prefixes=prefixes), repo_url, output_storage_options)
+        result.status, result.snapshot = "created", snapshot
+    else:
+        snapshot = _append(built, repo_url, init, kind, result, prefixes, provenance,
+                           storage_options, output_storage_options)
+        result.status = "appended" if snapshot else "unchanged"
+        result.snapshot = snapshot
+    if result.status != "unchanged":
+        repo = _open_repo(repo_url, output_storage_options, storage_options, prefixes)
+        repo.create_tag(tag, result.snapshot)
+    result.seconds = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def _exists(url: str, options: dict | None) -> bool:
+    import icechunk
+
+    from zarrport.virtual.icechunk import quiet_icechunk
+
+    quiet_icechunk()
+    return bool(icechunk.Repository.exists(storage.icechunk_storage(url, options)))
+
+
+def _open_repo(url: str, options: dict | None, source_options: dict | None,
+               prefixes: list[str]) -> Any:
+    import icechunk
+
+    from zarrport.virtual.icechunk import _containers
+
+    st = storage.icechunk_storage(url, options)
+    config = icechunk.Repository.fetch_config(st) or icechunk.RepositoryConfig.default()
+    credentials: dict[str, Any] = {}
+    added = _containers(config, prefixes + list(config.virtual_chunk_containers or {}),
+                        source_options, credentials)
+    repo = icechunk.Repository.open(
+        st, config=config,
+        authorize_virtual_chunk_access=icechunk.containers_credentials(credentials))
+    if added:
+        repo.save_config()
+    return repo
+
+
+def _with_snapshot(write: Any, url: str, options: dict | None) -> tuple[Any, str]:
+    from zarrport.virtual.icechunk import head_snapshot
+
+    out = write()
+    return out, head_snapshot(url, options)[0]
+
+
+def _message(kind: str, init: np.datetime64, r: IngestResult) -> str:
+    text = (f"zarrport grib ingest {kind}: cycle {np.datetime64(init, 'h')}Z, "
+            f"{r.members} members x {r.steps} steps, {r.chunks} chunks referenced")
+    if r.missing:
+        text += f", {len(r.missing)} missing"
+    return text
+
+
+def _append(built: Built, repo_url: str, init: np.datetime64, kind: str, result: IngestResult,
+            prefixes: list[str], provenance: dict[str, Any], storage_options: dict | None,
+            output_storage_options: dict | None) -> str | None:
+    import icechunk
+    import zarr
+
+    from zarrport.virtual.icechunk import _mtime
+
+    vds = built.dataset
+    repo = _open_repo(repo_url, output_storage_options, storage_options, prefixes)
+    session = repo.writable_session("main")
+    root = zarr.open_group(session.store, mode="r+", zarr_format=3)
+    if root.attrs.get("zarrport_grib") != vds.attrs.get("zarrport_grib"):
+        raise IncompatibleSourcesError(
+            f"{repo_url} holds {root.attrs.get('zarrport_grib') or 'no'} forecast cycles, not "
+            f"{kind}", source=repo_url)
+    have = np.asarray(root["init_time"][:]).astype(np.int64)
+    new = int(vds.variables["init_time"].data[0])
+    if new in have:
+        return None
+    if have.size and new < have.max():
+        raise IncompatibleSourcesError(
+            f"cycle {init} is older than the newest in {repo_url} "
+            f"({np.datetime64(int(have.max()), 's')}); cycles are appended in time order",
+            source=repo_url)
+    _check_same(root, built, repo_url)
+    n = int(have.size)
+    counts = 0
+    for name, var in vds.variables.items():
+        if var.refs is None:
+            continue
+        arr = root[name]
+        arr.resize((n + 1,) + tuple(arr.shape[1:]))
+        src, off, ln = var.refs.source, var.refs.offset, var.refs.length
+        specs = []
+        for idx in zip(*np.nonzero(src != MISSING), strict=True):
+            s = int(src[idx])
+            stat = vds.source_stats[s] if s < len(vds.source_stats) else {}
+            etag = stat.get("etag")
+            specs.append(icechunk.VirtualChunkSpec(
+                index=[n] + [int(i) for i in idx[1:]], location=vds.sources[s],
+                offset=int(off[idx]), length=int(ln[idx]), etag_checksum=etag,
+                last_updated_at_checksum=None if etag else _mtime(stat)))
+        if specs:
+            failed = session.store.set_virtual_refs(f"/{name}", specs, validate_containers=True)
+            if failed:
+                raise IncompatibleSourcesError(
+                    f"{name}: {len(failed)} references outside the repository's virtual chunk "
+                    "containers", source=repo_url)
+        counts += len(specs)
+    times = root["init_time"]
+    times.resize((n + 1,))
+    times[n] = new
+    return session.commit(_message(kind, init, result),
+                          metadata={"zarrport": provenance})
+
+
+def _check_same(root: Any, built: Built, repo_url: str) -> None:
+    """Same variables, members, steps and grid as the repository, or a clear refusal."""
+    vds = built.dataset
+    have_vars = sorted(k for k, a in root.arrays() if "init_time" in (a.metadata.dimension_names
+                                                                       or ()) and k != "init_time")
+    want_vars = sorted(n for n, v in vds.variables.items() if v.refs is not None)
+    if have_vars != want_vars:
+        raise IncompatibleSourcesError(
+            f"this cycle has variables {want_vars}, the repository {have_vars}", source=repo_url)
+    for coord, var in vds.variables.items():
+        if var.data is None or coord == "init_time":
+            continue
+        want = np.asarray(vds.variables[coord].data)
+        have = np.asarray(root[coord][...]) if coord in root else None
+        if have is None or have.shape != want.shape or not np.array_equal(have, want):
+            raise IncompatibleSourcesError(
+                f"this cycle's {coord} differs from the repository's "
+                f"({_brief(want)} vs {_brief(have)}); ingest it into its own repository, or "
+                "ask for the repository's members/steps", source=repo_url)
+
+
+def _brief(a: np.ndarray | None) -> str:
+    if a is None:
+        return "absent"
+    if a.size <= 6:
+        return str(a.tolist())
+    return f"{a.size} values {a.flat[0]}..{a.flat[-1]}"
