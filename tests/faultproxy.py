@@ -16,6 +16,9 @@ With probability ``rate`` (a seeded RNG) a request is instead answered with a fa
 ``"delay"``     the request is forwarded after a pause of ``delay_range`` seconds (below the
                 clients' timeouts), then answered normally
 
+``log`` lists every request (method, path, Range header): with ``rate=0`` the proxy is a
+faithful recorder of what a client read.
+
 ``kinds`` chooses among them (a sequence, or a mapping kind -> weight). ``counters`` records
 what happened (``requests``, ``forwarded``, ``faults``, one entry per kind, per method);
 tests assert on them to prove that faults really were injected. ``rate`` and ``kinds`` can be
@@ -204,6 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         proxy = self.server.proxy
+        with proxy._lock:
+            proxy.log.append((self.command, self.path, self.headers.get("Range")))
         fault = proxy._draw(self.command, self.path)
         if fault == "drop":
             proxy._count(self.command, fault)
@@ -270,6 +275,8 @@ class FaultProxy:
         #: Optional ``(method, path) -> bool``: False exempts a request from faults.
         self.should_fault = should_fault
         self.counters: Counter[str] = Counter()
+        #: every request as (method, path with query, Range header or None)
+        self.log: list[tuple[str, str, str | None]] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._ids = 0
@@ -302,6 +309,7 @@ class FaultProxy:
     def reset_counters(self) -> None:
         with self._lock:
             self.counters.clear()
+            self.log.clear()
 
     @property
     def port(self) -> int:

@@ -1,5 +1,14 @@
-"""GRIB: sidecar indexes (wgrib2 ``.idx``, ECMWF ``.index``); parsers and codec to come."""
+"""GRIB as virtual Zarr: ensemble parsers from sidecar indexes, a Zarr v3 codec, forecast
+cycles in Icechunk, accumulations and exceedance probabilities (docs/grib.md)."""
 
+from zarrport.grib.ensemble import ECMWFParser, GEFSParser
 from zarrport.grib.index import IndexEntry, parse_ecmwf_index, parse_index, parse_wgrib2_idx
 
-__all__ = ["IndexEntry", "parse_ecmwf_index", "parse_index", "parse_wgrib2_idx"]
+__all__ = [
+    "ECMWFParser",
+    "GEFSParser",
+    "IndexEntry",
+    "parse_ecmwf_index",
+    "parse_index",
+    "parse_wgrib2_idx",
+]

@@ -118,7 +118,7 @@ def window_sums(acc: xr.DataArray, window: np.timedelta64) -> xr.DataArray:
         listed = ", ".join(f"{x / hour:g}h" for x in steps)
         raise InvalidArgumentError(
             f"no two steps are {window / hour:g} h apart (steps: {listed})")
-    return xr.concat(pieces, dim="step")
+    return xr.concat(pieces, dim="step").transpose(*acc.dims)
 
 
 def exceedance(source: str | xr.Dataset, var: str = "tp", window: str = "24h",

@@ -225,6 +225,13 @@ class GEFSParser(_EnsembleParser):
                 if found is None:
                     continue
                 entry, start = found
+                _, idx_step = _forecast(str(entry.keys.get("forecast", "")), u + ".idx")
+                if idx_step != step:
+                    raise CorruptSourceError(
+                        f"{u.rsplit('/', 1)[-1]}.idx: message {entry.message} is for "
+                        f"{entry.keys.get('forecast')!r}, the file name says "
+                        f"f{int(step / np.timedelta64(1, 'h')):03d} (is the index for another "
+                        "file?)", source=u + ".idx")
                 init_times.add(entry.keys.get("date"))
                 messages.append(_Message(entry, u, name, member, step, start))
         if not messages:
@@ -236,6 +243,12 @@ class GEFSParser(_EnsembleParser):
                 f"{folder}: the indexes name several reference times {sorted(init_times)} "
                 "(is an index for another cycle?)", source=folder)
         init = _wgrib2_time(next(iter(init_times)), folder)
+        m = re.search(r"gefs\.(\d{8})/(\d{2})/", folder)
+        if m and str(np.datetime64(init, "h")).replace("-", "").replace("T", "") != (
+                m.group(1) + m.group(2)):
+            raise CorruptSourceError(
+                f"{folder}: the indexes are for the cycle {init}, the folder is "
+                f"{m.group(1)} {m.group(2)}Z (indexes of another cycle?)", source=folder)
         fields = []
         for msg in messages:
             param = self.variables[msg.name].split(":", 1)[0]

@@ -93,6 +93,7 @@ def ingest_cycle(kind: str, cycle_url: str, repo_url: str, *,
                         params=params)
     registry = storage.object_store_registry([cycle_url], storage_options)
     built = parser.build(cycle_url, registry)
+    check_messages(built, registry)
     vds = built.dataset
     init = np.datetime64(int(vds.variables["init_time"].data[0]), "s")
     tag = cycle_tag(init)
@@ -104,6 +105,7 @@ def ingest_cycle(kind: str, cycle_url: str, repo_url: str, *,
         chunks=sum(vds.variables[n].refs.count for n in data_vars),  # type: ignore[union-attr]
         missing=list(built.missing))
     prefixes = [archive_root(kind, cycle_url)]
+    vds.attrs["source"] = prefixes[0]  # the archive, not the first cycle
     provenance = {"kind": "grib-cycles", "forecast": kind, "cycle": str(init),
                   "source": cycle_url}
     if not _exists(repo_url, output_storage_options):
@@ -126,6 +128,29 @@ def ingest_cycle(kind: str, cycle_url: str, repo_url: str, *,
         repo.create_tag(tag, result.snapshot)
     result.seconds = round(time.perf_counter() - t0, 3)
     return result
+
+
+def check_messages(built: Built, registry: Any) -> None:
+    """Every referenced message starts with ``GRIB`` and ends with ``7777`` where its index
+    says (8 bytes per message, read concurrently): a corrupted message or an index that does
+    not match its file is refused here, naming both, before anything is written."""
+    from zarrport.errors import CorruptSourceError
+    from zarrport.grib.fetch import Fetcher
+
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for f in built.fields:
+        spans.setdefault(f.url, []).append((f.offset, f.length))
+    got = Fetcher(registry).ends(spans)
+    for url, items in spans.items():
+        for (offset, length), marks in zip(items, got[url], strict=True):
+            if marks != b"GRIB7777":
+                name = url.rsplit("/", 1)[-1]
+                what = ("does not start with GRIB" if marks[:4] != b"GRIB"
+                        else "does not end with 7777")
+                raise CorruptSourceError(
+                    f"{name}: the message at bytes {offset}..{offset + length} {what} "
+                    "(a corrupted or truncated message, or an index for another file); "
+                    "nothing was written", source=url)
 
 
 def _exists(url: str, options: dict | None) -> bool:
