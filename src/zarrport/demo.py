@@ -4,7 +4,9 @@ Makes a small CMIP6-like archive (yearly daily files of two variables, noleap ca
 values), inspects one file, ingests the archive with ``batch`` -- one combined Icechunk
 dataset per collection, a status ledger and a STAC catalog -- verifies it against netCDF4,
 lets a new year land and re-runs (only that file is read; one new commit), and opens the
-result.
+result. Then forecasts: two synthetic GEFS-like cycles are ingested from their ``.idx``
+files into one Icechunk repository (a commit and a tag per cycle) and the probability that
+24-hour precipitation exceeds 50 mm is computed over a box and printed as a table and map.
 
 Run: ``python -m zarrport.demo [--dir demo-output] [--years 3]``
 """
@@ -97,6 +99,41 @@ def main(argv: list[str] | None = None) -> int:
           f"no data copied; STAC catalog in {stac}; {time.perf_counter() - t0:.1f} s in all.")
     print(f"try: .venv/bin/zarrport info {repo}")
     print(f"     .venv/bin/zarrport verify {refs}")
+    return grib_demo(out)
+
+
+def grib_demo(out: Path) -> int:
+    """GEFS-like forecast cycles as one versioned Icechunk repository, and an ensemble
+    exceedance probability computed from it."""
+    from zarrport.grib.analyze import exceedance, report, summarize, write
+    from zarrport.grib.ingest import ingest_cycle
+    from zarrport.grib.synthetic import make_gefs_cycle
+
+    t0 = time.perf_counter()
+    gefs = out / "gefs"
+    for k, cycle in enumerate(("2025010100", "2025010106")):
+        make_gefs_cycle(gefs, cycle, members=5, steps=range(0, 25, 3), seed=k)
+    n = sum(1 for p in gefs.rglob("*") if p.is_file() and not p.name.endswith(".idx"))
+    print(f"\n7. forecasts: two synthetic GEFS-like cycles (5 members x 9 steps, global 5-degree "
+          f"grid, {n} GRIB2 files with wgrib2 .idx) in {gefs}")
+    repo = out / "gefs.icechunk"
+    for cycle in ("2025010100", "2025010106"):
+        url = gefs / f"gefs.{cycle[:8]}" / cycle[8:]
+        print(f"   zarrport grib ingest gefs {url} -o {repo}")
+        r = ingest_cycle("gefs", str(url), str(repo))
+        print(f"     {r.status}: cycle {r.cycle[:13]}Z, {r.members} members x {r.steps} steps, "
+              f"{r.chunks} messages referenced from their .idx, tag {r.tag}")
+    again = ingest_cycle("gefs", str(gefs / "gefs.20250101" / "00"), str(repo))
+    print(f"     the 00Z cycle again: {again.status} (no new commit)")
+    bbox = "-180,-60,180,60"
+    result_path = out / "tp24_gt50mm.nc"
+    print(f"\n8. zarrport analyze exceedance {repo.name} --var tp --window 24h --threshold 50mm "
+          f"--bbox {bbox} -o {result_path.name}")
+    computed = write(exceedance(str(repo), var="tp", window="24h", threshold="50mm",
+                                bbox=bbox), str(result_path))
+    print(report(summarize(computed), computed, str(result_path)))
+    print(f"\nforecasts: {time.perf_counter() - t0:.1f} s; open with "
+          f"zarrport.open_dataset('{repo}')")
     return 0
 
 

@@ -32,7 +32,7 @@ def exceedance_command(repo: str, var: str, window: str, threshold: str, bbox: s
     """Probability (%) that the WINDOW accumulation of VAR exceeds THRESHOLD, over the
     ensemble members, per init time, window end and grid point, for the box only.
     """
-    from zarrport.grib.analyze import exceedance, render_map, summarize, write
+    from zarrport.grib.analyze import exceedance, report, summarize, write
 
     result = exceedance(repo, var=var, window=window, threshold=threshold, bbox=bbox,
                         storage_options=parse_storage_options(storage_options))
@@ -42,15 +42,4 @@ def exceedance_command(repo: str, var: str, window: str, threshold: str, bbox: s
     if as_json:
         echo_json(summary)
         return
-    click.echo(f"P({summary['window']} {var} > {summary['threshold']}) over "
-               f"{summary['members']} members, box {summary['bbox'] or 'whole grid'} "
-               f"({summary['grid'].get('latitude')} x {summary['grid'].get('longitude')} "
-               f"points) -> {out}")
-    click.echo(f"{'init':<17} {'window end':>10} {'max %':>7} {'mean %':>7} {'>=50 %':>8}")
-    for row in summary["windows"]:
-        mx = "-" if row["max_percent"] is None else f"{row['max_percent']:.0f}"
-        mean = "-" if row["mean_percent"] is None else f"{row['mean_percent']:.1f}"
-        click.echo(f"{row['init_time']:<17} {row['step_hours']:>9g}h {mx:>7} {mean:>7} "
-                   f"{row['points_ge_50_percent']:>4}/{row['points']}")
-    click.echo("last window, north up (' ' 0%  . <25  : <50  o <75  O <100  # 100%):")
-    click.echo(render_map(computed))
+    click.echo(report(summary, computed, out))

@@ -189,6 +189,25 @@ def summarize(result: xr.Dataset) -> dict[str, Any]:
             "windows": rows}
 
 
+def report(summary: dict[str, Any], computed: xr.Dataset, out: str | None = None) -> str:
+    """The text summary: a row per init time and window end, then the last window's map."""
+    var = summary["variable"]
+    lines = [
+        f"P({summary['window']} {var} > {summary['threshold']}) over {summary['members']} "
+        f"members, box {summary['bbox'] or 'whole grid'} ({summary['grid'].get('latitude')} x "
+        f"{summary['grid'].get('longitude')} points)" + (f" -> {out}" if out else ""),
+        f"{'init':<17} {'window end':>10} {'max %':>7} {'mean %':>7} {'>=50 %':>8}",
+    ]
+    for row in summary["windows"]:
+        mx = "-" if row["max_percent"] is None else f"{row['max_percent']:.0f}"
+        mean = "-" if row["mean_percent"] is None else f"{row['mean_percent']:.1f}"
+        lines.append(f"{row['init_time']:<17} {row['step_hours']:>9g}h {mx:>7} {mean:>7} "
+                     f"{row['points_ge_50_percent']:>4}/{row['points']}")
+    lines.append("last window, north up (' ' 0%  . <25  : <50  o <75  O <100  # 100%):")
+    lines.append(render_map(computed))
+    return "\n".join(lines)
+
+
 def render_map(result: xr.Dataset, init_index: int = -1, step_index: int = -1,
                width: int = 60) -> str:
     """A character map of one window's probability (north up): ' ' 0 %, '.' <25, ':' <50,
@@ -203,8 +222,9 @@ def render_map(result: xr.Dataset, init_index: int = -1, step_index: int = -1,
             v = prob[j, i]
             line.append("?" if not np.isfinite(v) else " " if v <= 0 else "." if v < 25
                         else ":" if v < 50 else "o" if v < 75 else "O" if v < 100 else "#")
-        rows.append("".join(line).rstrip())
-    return "\n".join(rows)
+        rows.append("|" + "".join(line) + "|")
+    edge = "+" + "-" * (len(rows[0]) - 2) + "+" if rows else ""
+    return "\n".join([edge, *rows, edge])
 
 
 def write(result: xr.Dataset, out: str) -> xr.Dataset:
