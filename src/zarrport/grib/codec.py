@@ -1,0 +1,382 @@
+"""A Zarr v3 array->bytes codec whose encoded chunk is one whole GRIB message.
+
+Registered through the ``zarr.codecs`` entry point as ``zarrport.grib`` (pyproject.toml),
+so any process that has zarrport installed and opens a store written by it finds the
+codec without importing anything first.
+
+Configuration (all JSON, stored in the array metadata)::
+
+    {"name": "zarrport.grib",
+     "configuration": {"layout": {"rows": 721, "cols": 1440, "transpose": false,
+                                  "flip_rows": true, "flip_cols": false, "roll": 720},
+                       "field": "values", "decoder": "auto"}}
+
+* ``field``: ``values`` (the message's data, bitmap-missing points as NaN), ``latitude`` /
+  ``longitude`` (the grid's coordinates, so a coordinate can be read through the same
+  message), or ``key:<name>`` (one header key per chunk, e.g. ``key:endStep``).
+* ``layout``: :class:`zarrport.grib.grid.Layout` -- reshape, scanning flips and the
+  longitude roll, identical for values and coordinates.
+* ``decoder``: ``auto`` picks, per packing (data representation template), the decoder
+  that ``bench/bench_grib_decode.py`` measured fastest *and* exact on this packing;
+  ``eccodes`` or ``gribberish`` force one. gribberish is never trusted blindly: messages it
+  is known to get wrong (:func:`gribberish_unsuitable`: constant fields, complex packing,
+  missing value management, some decimal scale factors, IEEE) go to eccodes, the reference
+  decoder, and so does any other failure of it, Rust panics
+  (``pyo3_runtime.PanicException``, a BaseException) included.
+
+A message that no decoder can read raises :class:`~zarrport.errors.CorruptSourceError`
+(one line, naming the message's first bytes), never a panic.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+from zarr.abc.codec import ArrayBytesCodec
+from zarr.core.buffer import Buffer, NDBuffer
+
+from zarrport.errors import CorruptSourceError
+from zarrport.grib.grid import Layout, wrap_longitude
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from zarr.core.array_spec import ArraySpec
+
+CODEC_NAME = "zarrport.grib"
+DECODERS = ("auto", "eccodes", "gribberish")
+
+#: data representation template -> decoder measured fastest and exact on this machine
+#: (bench/bench_grib_decode.py, docs/benchmarks.md). Templates not listed use eccodes.
+FASTEST: dict[int, str] = {
+    0: "eccodes",   # simple packing
+    2: "eccodes",   # complex packing (gribberish panics on it)
+    3: "eccodes",   # complex packing with spatial differencing
+    4: "eccodes",   # IEEE floating point (gribberish cannot read it)
+    40: "eccodes",  # JPEG 2000
+    41: "eccodes",  # PNG
+    42: "eccodes",  # CCSDS
+}
+
+#: templates on which gribberish matches eccodes bit for bit (apart from the messages
+#: :func:`gribberish_unsuitable` singles out). Not 2: gribberish's complex packing (without
+#: spatial differencing) panics as soon as a field has more than a couple of groups
+#: (cfgrib_ds.waveh.5.grib, any eccodes-written 5.2 field). Not 4 (IEEE): it refuses it.
+GRIBBERISH_TEMPLATES = frozenset({0, 3, 40, 41, 42})
+
+
+class Section5(NamedTuple):
+    """What the decoders' choice depends on in a GRIB2 data representation section."""
+
+    template: int
+    #: bits per packed value (0: a constant field)
+    bits: int
+    #: decimal scale factor D (values are scaled by 10**-D)
+    decimal_scale: int
+    #: complex packing's missing value management (0: none)
+    missing_management: int
+
+
+def section5(message: bytes) -> Section5 | None:
+    """Section 5 of a GRIB2 message, read from the bytes without decoding; None for GRIB1
+    or a message too short or too damaged to hold one."""
+    if len(message) < 16 or message[:4] != b"GRIB" or message[7] != 2:
+        return None
+    pos = 16
+    end = len(message) - 4
+    while pos + 5 <= end:
+        (length,) = struct.unpack(">I", message[pos:pos + 4])
+        section = message[pos + 4]
+        if length < 5:
+            return None
+        if section == 5:
+            if pos + 11 > end:
+                return None
+            template = struct.unpack(">H", message[pos + 9:pos + 11])[0]
+            if pos + 23 > end:  # shorter than the simple-packing fields
+                return Section5(template, -1, 0, 0)
+            (d,) = struct.unpack(">H", message[pos + 17:pos + 19])
+            decimal = -(d & 0x7FFF) if d & 0x8000 else d  # GRIB2 signs are sign-magnitude
+            missing = message[pos + 22] if template in (2, 3) else 0
+            return Section5(template, message[pos + 19], decimal, missing)
+        pos += length
+    return None
+
+
+def packing_template(message: bytes) -> int | None:
+    """GRIB2 data representation template number (section 5), read from the bytes without
+    decoding; None for GRIB1 or a message too short to hold one."""
+    s5 = section5(message)
+    return None if s5 is None else s5.template
+
+
+def _eccodes_power(s: int, n: int) -> float:
+    """ecCodes' ``codes_power``: n**s by repeated multiplication or division."""
+    out = 1.0
+    while s < 0:
+        out /= n
+        s += 1
+    while s > 0:
+        out *= n
+        s -= 1
+    return out
+
+
+def _rust_powi(a: float, b: int) -> float:
+    """Rust's ``f64::powi`` (LLVM ``__powidf2``): square-and-multiply, then 1/x."""
+    recip, b, out = b < 0, abs(b), 1.0
+    while True:
+        if b & 1:
+            out *= a
+        b //= 2
+        if b == 0:
+            break
+        a *= a
+    return 1.0 / out if recip else out
+
+
+def gribberish_unsuitable(message: bytes) -> str | None:
+    """Why gribberish would not give eccodes' values for this message, or None.
+
+    Each rule is a mismatch found on real files (tests/grib/test_codec.py):
+
+    * 0 bits per value (a constant field): gribberish returns zeros and ignores the bitmap,
+      eccodes the reference value (gribberish_s2s-pdt12-pdt107-anomaly.grib2,
+      eccodes_samples_ccsds_grib2.tmpl, kerchunk_CMC_reg_DEPR_ISBL_10_ps10km....grib2);
+    * complex packing with missing value management: gribberish ignores it and returns
+      garbage around the missing points (pygrib_dspr.temp.bin);
+    * a decimal scale factor where eccodes' 10**-D (repeated division) and gribberish's
+      (powi) differ in the last bit, D >= 6: values differ by one ulp (pygrib_flux.grb).
+    """
+    s5 = section5(message)
+    if s5 is None:
+        return "not a GRIB2 message with a data representation section"
+    if s5.template not in GRIBBERISH_TEMPLATES:
+        return f"gribberish does not decode data representation template 5.{s5.template}"
+    if s5.bits <= 0:
+        return "constant field (0 bits per value): gribberish returns zeros"
+    if s5.missing_management:
+        return "complex packing with missing value management: gribberish ignores it"
+    if _eccodes_power(-s5.decimal_scale, 10) != _rust_powi(10.0, -s5.decimal_scale):
+        return f"decimal scale factor {s5.decimal_scale}: gribberish rounds 10**-D differently"
+    return None
+
+
+def arrange(values: np.ndarray, layout: Layout, dtype: Any = np.float64) -> np.ndarray:
+    """``layout.apply(values)`` as ``dtype`` with at most one copy.
+
+    Flips and transposes are returned as views: zarr copies every decoded chunk into its
+    output anyway, so making them contiguous here would be a second pass over the data.
+    Only a longitude roll (or a dtype change) needs a new array, written in one pass.
+    """
+    if layout.transpose:
+        out = values.reshape(layout.cols, layout.rows).T
+    else:
+        out = values.reshape(layout.rows, layout.cols)
+    if layout.flip_rows:
+        out = out[::-1, :]
+    if layout.flip_cols:
+        out = out[:, ::-1]
+    k = layout.roll % layout.cols if layout.cols else 0
+    if not k:
+        return out.astype(dtype, copy=False)
+    rolled = np.empty(out.shape, dtype=dtype)  # np.roll(out, k, axis=1), cast on the way
+    rolled[:, k:] = out[:, :-k]
+    rolled[:, :k] = out[:, -k:]
+    return rolled
+
+
+def decode_eccodes(message: bytes, layout: Layout, dtype: Any = np.float64) -> np.ndarray:
+    """Values of one message with eccodes, NaN where the bitmap (or the complex packing's
+    missing-value management) says the point is absent, in ``layout`` order."""
+    import eccodes
+
+    try:
+        h = eccodes.codes_new_from_message(message)
+    except Exception as e:  # noqa: BLE001 - eccodes raises many types
+        raise CorruptSourceError(f"not a readable GRIB message ({_why(e, message)})") from None
+    try:
+        # eccodes writes missingValue at absent points: NaN there saves a masking pass
+        eccodes.codes_set(h, "missingValue", np.nan)
+        values = eccodes.codes_get_values(h)
+    except Exception as e:  # noqa: BLE001
+        raise CorruptSourceError(
+            f"eccodes cannot decode the GRIB message ({_why(e, message)})") from None
+    finally:
+        eccodes.codes_release(h)
+    _check_size(values.size, layout)
+    return arrange(values, layout, dtype)
+
+
+def decode_gribberish(message: bytes, layout: Layout, dtype: Any = np.float64) -> np.ndarray:
+    """Values with gribberish (GRIB2 only), in ``layout`` order (NaN missing).
+
+    gribberish returns the values in the message's storage order (whatever the scanning
+    mode) with missing points as NaN, so the same layout as eccodes applies. Raises
+    ValueError for a message :func:`gribberish_unsuitable` knows it gets wrong, and
+    whatever gribberish raises -- including its Rust panics -- for :func:`decode` to catch.
+    """
+    why = gribberish_unsuitable(message)
+    if why is not None:
+        raise ValueError(why)
+    return _gribberish(message, layout, dtype)
+
+
+def _gribberish(message: bytes, layout: Layout, dtype: Any) -> np.ndarray:
+    import gribberish
+
+    values = np.asarray(gribberish.parse_grib_array(message, 0), dtype=np.float64)
+    if values.size != layout.rows * layout.cols:
+        raise ValueError(f"gribberish gave {values.size} values")
+    return arrange(values, layout, dtype)
+
+
+def decode(message: bytes, layout: Layout, decoder: str = "auto",
+           dtype: Any = np.float64) -> np.ndarray:
+    """Decode with the chosen (or fastest) decoder. gribberish is only tried where it is
+    exact, and any failure of it, Rust panics included, falls back to eccodes."""
+    if decoder == "auto":
+        decoder = FASTEST.get(packing_template(message) or -1, "eccodes")
+    elif decoder not in DECODERS:
+        raise ValueError(f"unknown GRIB decoder {decoder!r} (one of {', '.join(DECODERS)})")
+    if decoder == "gribberish" and gribberish_unsuitable(message) is None:
+        try:
+            return _gribberish(message, layout, dtype)
+        except BaseException as e:
+            # pyo3_runtime.PanicException derives from BaseException; let real interrupts
+            # (KeyboardInterrupt, SystemExit, GeneratorExit) through
+            if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+                raise
+    return decode_eccodes(message, layout, dtype)
+
+
+def _check_size(size: int, layout: Layout) -> None:
+    if size != layout.rows * layout.cols:
+        raise CorruptSourceError(
+            f"GRIB message has {size} values, the array expects {layout.rows}x{layout.cols}")
+
+
+def read_key(message: bytes, key: str) -> Any:
+    """One header key of a message (no data decoded). Two derived keys: ``init_seconds``
+    (the reference time as seconds since 1970-01-01 UTC) and ``end_step_minutes``."""
+    import eccodes
+
+    try:
+        h = eccodes.codes_new_from_message(message)
+    except Exception as e:  # noqa: BLE001
+        raise CorruptSourceError(f"not a readable GRIB message ({_why(e, message)})") from None
+    try:
+        if key == "init_seconds":
+            import datetime as dt
+
+            date, time = int(eccodes.codes_get(h, "dataDate")), int(
+                eccodes.codes_get(h, "dataTime"))
+            t = dt.datetime(date // 10000, date // 100 % 100, date % 100, time // 100,
+                            time % 100, tzinfo=dt.UTC)
+            return int(t.timestamp())
+        if key == "end_step_minutes":
+            eccodes.codes_set(h, "stepUnits", "m")
+            return int(eccodes.codes_get_long(h, "endStep"))
+        if not eccodes.codes_is_defined(h, key):
+            return 0 if key == "number" else None
+        return eccodes.codes_get(h, key)
+    finally:
+        eccodes.codes_release(h)
+
+
+def coordinates(message: bytes, layout: Layout, which: str) -> np.ndarray:
+    """Latitudes or longitudes of every point, in ``layout`` order (longitudes wrapped)."""
+    import eccodes
+
+    try:
+        h = eccodes.codes_new_from_message(message)
+    except Exception as e:  # noqa: BLE001
+        raise CorruptSourceError(f"not a readable GRIB message ({_why(e, message)})") from None
+    try:
+        values = np.asarray(eccodes.codes_get_array(h, f"{which}s"), dtype=np.float64)
+    except Exception as e:  # noqa: BLE001
+        raise CorruptSourceError(
+            f"eccodes cannot compute the {which}s of the GRIB message ({_why(e, message)})"
+        ) from None
+    finally:
+        eccodes.codes_release(h)
+    _check_size(values.size, layout)
+    out = layout.apply(values)
+    return wrap_longitude(out) if which == "longitude" else out
+
+
+def _why(e: BaseException, message: bytes) -> str:
+    """The first line of an eccodes error, and the message's first bytes and length."""
+    text = str(e).strip().splitlines()
+    why = (text[0] if text else type(e).__name__)[:200]
+    return f"{why}; {len(message)} bytes starting {bytes(message[:8])!r}"
+
+
+@dataclass(frozen=True)
+class GribCodec(ArrayBytesCodec):
+    """Decode a chunk that is exactly one GRIB message (see the module docstring)."""
+
+    is_fixed_size = False
+
+    layout: Layout = Layout(1, 1)
+    field: str = "values"
+    decoder: str = "auto"
+
+    def __init__(self, *, layout: Layout | dict[str, Any] | None = None,
+                 field: str = "values", decoder: str = "auto") -> None:
+        if isinstance(layout, dict):
+            try:
+                layout = Layout(**layout)
+            except TypeError as e:
+                raise ValueError(f"invalid GRIB codec layout {layout!r}: {e}") from None
+        if decoder not in DECODERS:
+            raise ValueError(
+                f"unknown GRIB decoder {decoder!r} (one of {', '.join(DECODERS)})")
+        if not (field in ("values", "latitude", "longitude") or (
+                field.startswith("key:") and len(field) > 4)):
+            raise ValueError(f"unknown GRIB codec field {field!r} (values, latitude, "
+                             "longitude or key:<eccodes key>)")
+        object.__setattr__(self, "layout", layout or Layout(1, 1))
+        object.__setattr__(self, "field", field)
+        object.__setattr__(self, "decoder", decoder)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        config = dict(data.get("configuration") or {})
+        unknown = set(config) - {"layout", "field", "decoder"}
+        if unknown:
+            raise ValueError(f"unknown GRIB codec configuration {sorted(unknown)}")
+        return cls(**config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": CODEC_NAME, "configuration": {
+            "layout": self.layout.to_config(), "field": self.field, "decoder": self.decoder}}
+
+    def evolve_from_array_spec(self, array_spec: ArraySpec) -> Self:
+        return self
+
+    def _decode_array(self, message: bytes, chunk_spec: ArraySpec) -> np.ndarray:
+        dtype = chunk_spec.dtype.to_native_dtype()
+        if self.field == "values":
+            out = decode(message, self.layout, self.decoder, dtype)
+        elif self.field in ("latitude", "longitude"):
+            out = coordinates(message, self.layout, self.field)
+            if len(chunk_spec.shape) == 1:  # 1-D coordinate of a regular grid
+                out = out[:, 0] if self.field == "latitude" else out[0, :]
+        else:
+            out = np.asarray(read_key(message, self.field[4:]))
+        return np.asarray(out).astype(dtype, copy=False).reshape(chunk_spec.shape)
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        arr = self._decode_array(chunk_bytes.to_bytes(), chunk_spec)
+        return chunk_spec.prototype.nd_buffer.from_ndarray_like(arr)
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        raise NotImplementedError(
+            "zarrport.grib is a read-only codec: chunks are GRIB messages referenced in place")
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
+        raise NotImplementedError("zarrport.grib chunks are whole GRIB messages of any size")
