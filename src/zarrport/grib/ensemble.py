@@ -215,11 +215,13 @@ class GEFSParser(_EnsembleParser):
         idx_data = fetch.get_many(u + ".idx" for u in gribs if u + ".idx" in listing)
         messages: list[_Message] = []
         init_times = set()
+        wanted = {tuple(spec.split(":", 1)) for spec in self.variables.values()}
         for u, (member, step) in sorted(gribs.items()):
             data = idx_data.get(u + ".idx")
             if data is None:
                 continue
-            entries = parse_index(data, source=u + ".idx", file_size=listing[u].size)
+            entries = parse_index(data, source=u + ".idx", file_size=listing[u].size,
+                                  select=lambda name, level: (name, level) in wanted)
             for name, spec in self.variables.items():
                 found = self._select(entries, spec, u)
                 if found is None:
@@ -391,9 +393,10 @@ class ECMWFParser(_EnsembleParser):
             data = idx_data.get(index_of[u])
             if data is None:
                 continue
-            for e in parse_index(data, source=index_of[u], file_size=listing[u].size):
+            for e in parse_index(data, source=index_of[u], file_size=listing[u].size,
+                                 select=lambda param, _level: param in self.params):
                 k = e.keys
-                if k.get("param") not in self.params or k.get("levtype") != self.levtype:
+                if k.get("levtype") != self.levtype:
                     continue
                 member = 0 if k.get("type") == "cf" else int(k.get("number", 0))
                 if self.members is not None and member not in self.members:
