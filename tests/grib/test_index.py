@@ -101,3 +101,24 @@ def test_bad_indexes_name_file_and_message(tmp_path):
         parse_index(b"\n", source="x.idx")
     with pytest.raises(UnrecognizedFormatError, match="not a text index"):
         parse_index(b"\xff\xfe\x00garbage", source="x.idx")
+
+
+def test_select_keeps_wanted_fields_with_lengths_from_every_line():
+    text = (b"1:0:d=2025010100:TMP:2 m above ground:3 hour fcst:ENS=+1\n"
+            b"2:100:d=2025010100:APCP:surface:0-3 hour acc fcst:ENS=+1\n"
+            b"3:250:d=2025010100:var discipline=0 center=7 local_table=1 parmcat=16 parm=201:"
+            b"surface:3 hour fcst:ENS=+1\n")
+    every = parse_index(text, source="x.idx", file_size=400)
+    picked = parse_index(text, source="x.idx", file_size=400,
+                         select=lambda name, level: name in ("APCP", "var_0_16_201"))
+    assert [e.name for e in picked] == ["APCP", "var_0_16_201"]
+    assert [(e.offset, e.length) for e in picked] == [(100, 150), (250, 150)]
+    assert picked == [e for e in every if e.name != "TMP"]
+    assert picked[0].keys == {"date": "2025010100", "forecast": "0-3 hour acc fcst",
+                              "extra": ["ENS=+1"]}
+    # a bad line is refused even when nothing on it was asked for
+    with pytest.raises(CorruptSourceError, match="line 2 is not a wgrib2 inventory line"):
+        parse_index(b"1:0:d=1:A:s:anl:\n2:x:d=1:B:s:anl:\n", source="x.idx",
+                    select=lambda name, level: name == "A")
+    with pytest.raises(CorruptSourceError, match="line 1 is not a wgrib2 inventory line"):
+        parse_index(b"1:0:d=1:A\n", source="x.idx")
