@@ -372,11 +372,12 @@ def to_manifest_store(built: Built, registry: Any) -> Any:
             arr = carrier_array(name, var, name, values, key, any_grid, dtype)
             arrays[name] = arr
             continue
-        for gkey, grid in built.grids.items():
+        for n, (gkey, grid) in enumerate(built.grids.items()):
             base = name.split("_")[0]
             sfx = name[len(base):]
-            if base in ("latitude", "longitude") and var.dims[0].endswith(sfx) and (
-                    grid.dims[0] + sfx == var.dims[0] or grid.dims[1] + sfx == var.dims[0]):
+            # grid n's coordinates carry build_dataset's suffix "_n" (none for the first):
+            # match on it, not on the dimension names, which grids of one type share
+            if base in ("latitude", "longitude") and sfx == ("" if n == 0 else f"_{n}"):
                 i = built.carriers[("grid", gkey)]
                 meta = create_v3_array_metadata(
                     shape=var.shape, data_type=np.dtype(np.float64), chunk_shape=var.shape,
