@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.zarrport-installed
 NPM_STAMP := node_modules/.zarrport-installed
 
-.PHONY: install demo test test-fast bench bench-batch conformance lint clean
+.PHONY: install demo test test-fast bench bench-batch bench-grib conformance lint clean
 
 install: $(STAMP) $(NPM_STAMP)
 
@@ -38,6 +38,13 @@ conformance: install
 bench: install
 	$(PY) bench/bench_virtualize.py --out docs/benchmarks.md
 	$(PY) bench/bench_batch.py --write-docs
+	$(PY) bench/bench_grib_decode.py --out docs/benchmarks.md
+	$(PY) bench/bench_grib.py --out docs/benchmarks.md
+
+# GRIB only: decoders per packing, manifests from indexes vs scan_grib, regional reads vs cfgrib
+bench-grib: install
+	$(PY) bench/bench_grib_decode.py --out docs/benchmarks.md
+	$(PY) bench/bench_grib.py --out docs/benchmarks.md
 
 bench-batch: install
 	$(PY) bench/bench_batch.py --write-docs
