@@ -16,13 +16,14 @@ Configuration (all JSON, stored in the array metadata)::
   message), or ``key:<name>`` (one header key per chunk, e.g. ``key:endStep``).
 * ``layout``: :class:`zarrport.grib.grid.Layout` -- reshape, scanning flips and the
   longitude roll, identical for values and coordinates.
-* ``decoder``: ``auto`` picks, per packing (data representation template), the decoder
-  that ``bench/bench_grib_decode.py`` measured fastest *and* exact on this packing;
-  ``eccodes`` or ``gribberish`` force one. gribberish is never trusted blindly: messages it
-  is known to get wrong (:func:`gribberish_unsuitable`: constant fields, complex packing,
-  missing value management, some decimal scale factors, IEEE) go to eccodes, the reference
-  decoder, and so does any other failure of it, Rust panics
-  (``pyo3_runtime.PanicException``, a BaseException) included.
+* ``decoder``: ``auto`` picks, per packing (data representation template), field size and
+  bitmap, the decoder ``bench/bench_grib_decode.py`` measured fastest *and* exact
+  (:data:`FASTEST`, :data:`FASTEST_WITH_BITMAP`, :data:`GRIBBERISH_UP_TO`); ``eccodes`` or
+  ``gribberish`` force one. gribberish is never trusted blindly: messages it is known to
+  get wrong (:func:`gribberish_unsuitable`) go to eccodes, the reference decoder, and so
+  does any other failure of it, Rust panics (``pyo3_runtime.PanicException``, a
+  BaseException) included. Values are float64 as eccodes computes them, cast to the
+  array's dtype.
 
 A message that no decoder can read raises :class:`~zarrport.errors.CorruptSourceError`
 (one line, naming the message's first bytes), never a panic.
@@ -30,6 +31,7 @@ A message that no decoder can read raises :class:`~zarrport.errors.CorruptSource
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -49,17 +51,30 @@ if TYPE_CHECKING:
 CODEC_NAME = "zarrport.grib"
 DECODERS = ("auto", "eccodes", "gribberish")
 
-#: data representation template -> decoder measured fastest and exact on this machine
-#: (bench/bench_grib_decode.py, docs/benchmarks.md). Templates not listed use eccodes.
+#: data representation template -> the decoder measured fastest on a 721 x 1440 field
+#: without bitmap, among those exact on it (bench/bench_grib_decode.py, docs/benchmarks.md).
+#: Not listed: eccodes.
 FASTEST: dict[int, str] = {
-    0: "eccodes",   # simple packing
-    2: "eccodes",   # complex packing (gribberish panics on it)
-    3: "eccodes",   # complex packing with spatial differencing
-    4: "eccodes",   # IEEE floating point (gribberish cannot read it)
-    40: "eccodes",  # JPEG 2000
-    41: "eccodes",  # PNG
-    42: "eccodes",  # CCSDS
+    0: "eccodes",      # simple packing: gribberish 2x slower
+    2: "eccodes",      # complex packing: gribberish panics on it
+    3: "eccodes",      # complex packing with spatial differencing: gribberish 3x slower
+    4: "eccodes",      # IEEE floating point: gribberish cannot read it
+    40: "eccodes",     # JPEG 2000: both spend their time in OpenJPEG, a tie
+    41: "gribberish",  # PNG: gribberish 1.8-2x faster
+    42: "eccodes",     # CCSDS: gribberish 1.3x slower
 }
+
+#: the same for a field with a bitmap, where it differs. Empty: eccodes expands bitmaps
+#: slowly, yet gribberish was not measurably faster on a quiet machine (simple packing: a
+#: tie, 1.04x; 1.1-1.5x only under load; CCSDS: 1.09x)
+FASTEST_WITH_BITMAP: dict[int, str] = {}
+
+#: data representation template -> the largest field (points) up to which gribberish beat
+#: eccodes by >= 10 % at every size measured, in every run (at the next size up it was
+#: borderline or slower). eccodes spends ~0.3 ms on every message before it decodes a
+#: value, gribberish next to nothing, so small fields go to gribberish even where eccodes
+#: decodes faster per value.
+GRIBBERISH_UP_TO: dict[int, int] = {0: 29_040, 3: 10_512, 40: 10_512, 42: 65_160}
 
 #: templates on which gribberish matches eccodes bit for bit (apart from the messages
 #: :func:`gribberish_unsuitable` singles out). Not 2: gribberish's complex packing (without
@@ -68,49 +83,87 @@ FASTEST: dict[int, str] = {
 GRIBBERISH_TEMPLATES = frozenset({0, 3, 40, 41, 42})
 
 
-class Section5(NamedTuple):
-    """What the decoders' choice depends on in a GRIB2 data representation section."""
+class Packing(NamedTuple):
+    """What the choice of decoder depends on, from sections 5 and 6 of a GRIB2 message."""
 
     template: int
-    #: bits per packed value (0: a constant field)
+    #: bits per packed value (complex packing: per group reference; -1: not in the section)
     bits: int
     #: decimal scale factor D (values are scaled by 10**-D)
     decimal_scale: int
-    #: complex packing's missing value management (0: none)
-    missing_management: int
+    #: a bitmap marks missing points (section 6)
+    bitmap: bool = False
+    #: complex packing (5.2, 5.3): missing value management (0: none), number of groups,
+    #: reference and bit count of the group widths, bit count of the scaled group lengths
+    missing_management: int = 0
+    groups: int = 0
+    width_reference: int = 0
+    width_bits: int = 0
+    length_bits: int = 0
+    #: CCSDS (5.42): libaec flags
+    ccsds_flags: int = 0
 
 
-def section5(message: bytes) -> Section5 | None:
-    """Section 5 of a GRIB2 message, read from the bytes without decoding; None for GRIB1
-    or a message too short or too damaged to hold one."""
-    if len(message) < 16 or message[:4] != b"GRIB" or message[7] != 2:
+_U16, _U32, _U64 = (struct.Struct(f">{c}").unpack_from for c in "HIQ")
+
+
+def grib2_sections(message: bytes) -> dict[int, tuple[int, int]] | None:
+    """Section number -> (offset, length) of the first occurrence of each section of a
+    GRIB2 message, or None unless the bytes start with one well-formed message: ``GRIB``,
+    edition 2, a total length within the bytes (padding after it is ignored), sections of
+    at least 5 bytes numbered 1 to 7 that end exactly at the closing ``7777``. Checked
+    before gribberish sees a message: it loops forever on a zero section length."""
+    if len(message) < 20 or message[:4] != b"GRIB" or message[7] != 2:
         return None
-    pos = 16
-    end = len(message) - 4
-    while pos + 5 <= end:
-        (length,) = struct.unpack(">I", message[pos:pos + 4])
-        section = message[pos + 4]
-        if length < 5:
+    n = _U64(message, 8)[0]
+    if not 20 <= n <= len(message) or message[n - 4:n] != b"7777":
+        return None
+    sections: dict[int, tuple[int, int]] = {}
+    pos, end = 16, n - 4
+    while pos < end:
+        if pos + 5 > end:
             return None
-        if section == 5:
-            if pos + 11 > end:
-                return None
-            template = struct.unpack(">H", message[pos + 9:pos + 11])[0]
-            if pos + 23 > end:  # shorter than the simple-packing fields
-                return Section5(template, -1, 0, 0)
-            (d,) = struct.unpack(">H", message[pos + 17:pos + 19])
-            decimal = -(d & 0x7FFF) if d & 0x8000 else d  # GRIB2 signs are sign-magnitude
-            missing = message[pos + 22] if template in (2, 3) else 0
-            return Section5(template, message[pos + 19], decimal, missing)
+        length = _U32(message, pos)[0]
+        number = message[pos + 4]
+        if length < 5 or pos + length > end or not 1 <= number <= 7:
+            return None
+        sections.setdefault(number, (pos, length))
         pos += length
-    return None
+    return sections if 5 in sections and 6 in sections and 7 in sections else None
+
+
+def packing(message: bytes) -> Packing | None:
+    """How a GRIB2 message's data are packed, read from the bytes without decoding; None
+    for GRIB1 or bytes that are not one well-formed GRIB2 message (:func:`grib2_sections`)."""
+    sections = grib2_sections(message)
+    if sections is None:
+        return None
+    pos, length = sections[5]
+    if length < 11:
+        return None
+    template = _U16(message, pos + 9)[0]
+    if length < 20:  # shorter than the fields every grid-point packing has (5.0: 21)
+        return Packing(template, -1, 0)
+    d = _U16(message, pos + 17)[0]
+    decimal = -(d & 0x7FFF) if d & 0x8000 else d  # GRIB2 signs are sign-magnitude
+    bits = message[pos + 19]
+    bitmap = message[sections[6][0] + 5] != 255  # 255: no bitmap
+    if template in (2, 3):
+        if length < 47:  # truncated: marked as missing value management, never gribberish's
+            return Packing(template, -1, decimal, bitmap, 1)
+        return Packing(template, bits, decimal, bitmap, message[pos + 22],
+                       _U32(message, pos + 31)[0], message[pos + 35], message[pos + 36],
+                       message[pos + 46])
+    if template == 42 and length >= 22:
+        return Packing(template, bits, decimal, bitmap, ccsds_flags=message[pos + 21])
+    return Packing(template, bits, decimal, bitmap)
 
 
 def packing_template(message: bytes) -> int | None:
     """GRIB2 data representation template number (section 5), read from the bytes without
     decoding; None for GRIB1 or a message too short to hold one."""
-    s5 = section5(message)
-    return None if s5 is None else s5.template
+    p = packing(message)
+    return None if p is None else p.template
 
 
 def _eccodes_power(s: int, n: int) -> float:
@@ -141,28 +194,51 @@ def _rust_powi(a: float, b: int) -> float:
 def gribberish_unsuitable(message: bytes) -> str | None:
     """Why gribberish would not give eccodes' values for this message, or None.
 
-    Each rule is a mismatch found on real files (tests/grib/test_codec.py):
+    Each rule is a mismatch found on real files or on eccodes-written fields
+    (tests/grib/test_codec.py), for gribberish 0.30:
 
-    * 0 bits per value (a constant field): gribberish returns zeros and ignores the bitmap,
-      eccodes the reference value (gribberish_s2s-pdt12-pdt107-anomaly.grib2,
-      eccodes_samples_ccsds_grib2.tmpl, kerchunk_CMC_reg_DEPR_ISBL_10_ps10km....grib2);
+    * simple, JPEG, PNG, CCSDS with 0 bits per value (a constant field): gribberish returns
+      zeros and ignores the bitmap, eccodes the reference value
+      (gribberish_s2s-pdt12-pdt107-anomaly.grib2, eccodes_samples_ccsds_grib2.tmpl,
+      kerchunk_CMC_reg_DEPR_ISBL_10_ps10km_2022072000_P000.grib2);
     * complex packing with missing value management: gribberish ignores it and returns
       garbage around the missing points (pygrib_dspr.temp.bin);
+    * complex packing whose group widths (or lengths) are coded with 0 bits: gribberish
+      takes every width as 0 instead of the reference width (small or smooth fields);
+    * PNG other than 16 bits: gribberish panics (1-14 bits) or misreads (17-32 bits);
+    * CCSDS outside 5-16 bits or with signed samples: wrong values, errors or panics;
     * a decimal scale factor where eccodes' 10**-D (repeated division) and gribberish's
       (powi) differ in the last bit, D >= 6: values differ by one ulp (pygrib_flux.grb).
     """
-    s5 = section5(message)
-    if s5 is None:
-        return "not a GRIB2 message with a data representation section"
-    if s5.template not in GRIBBERISH_TEMPLATES:
-        return f"gribberish does not decode data representation template 5.{s5.template}"
-    if s5.bits <= 0:
+    return _unsuitable(packing(message))
+
+
+def _unsuitable(p: Packing | None) -> str | None:
+    if p is None:
+        return "not one well-formed GRIB2 message"
+    if p.template not in GRIBBERISH_TEMPLATES:
+        return f"gribberish does not decode data representation template 5.{p.template}"
+    if p.template == 3:
+        if p.missing_management:
+            return "complex packing with missing value management: gribberish ignores it"
+        if (p.width_bits == 0 and p.width_reference) or (
+                p.length_bits == 0 and p.groups > 1):
+            return "complex packing with 0-bit group widths or lengths: gribberish misreads it"
+    elif p.bits <= 0:
         return "constant field (0 bits per value): gribberish returns zeros"
-    if s5.missing_management:
-        return "complex packing with missing value management: gribberish ignores it"
-    if _eccodes_power(-s5.decimal_scale, 10) != _rust_powi(10.0, -s5.decimal_scale):
-        return f"decimal scale factor {s5.decimal_scale}: gribberish rounds 10**-D differently"
+    if p.template == 41 and p.bits != 16:
+        return f"PNG at {p.bits} bits: gribberish reads only 16-bit PNG right"
+    if p.template == 42 and (not 5 <= p.bits <= 16 or p.ccsds_flags & 1):
+        return (f"CCSDS at {p.bits} bits, flags {p.ccsds_flags}: gribberish reads only "
+                "5-16 bit unsigned samples right")
+    if not _same_decimal_scale(p.decimal_scale):
+        return f"decimal scale factor {p.decimal_scale}: gribberish rounds 10**-D differently"
     return None
+
+
+@functools.cache
+def _same_decimal_scale(d: int) -> bool:
+    return _eccodes_power(-d, 10) == _rust_powi(10.0, -d)
 
 
 def arrange(values: np.ndarray, layout: Layout, dtype: Any = np.float64) -> np.ndarray:
@@ -228,6 +304,9 @@ def decode_gribberish(message: bytes, layout: Layout, dtype: Any = np.float64) -
 def _gribberish(message: bytes, layout: Layout, dtype: Any) -> np.ndarray:
     import gribberish
 
+    n = _U64(message, 8)[0]
+    if n < len(message):  # padding after the message
+        message = bytes(message[:n])
     values = np.asarray(gribberish.parse_grib_array(message, 0), dtype=np.float64)
     if values.size != layout.rows * layout.cols:
         raise ValueError(f"gribberish gave {values.size} values")
@@ -238,11 +317,12 @@ def decode(message: bytes, layout: Layout, decoder: str = "auto",
            dtype: Any = np.float64) -> np.ndarray:
     """Decode with the chosen (or fastest) decoder. gribberish is only tried where it is
     exact, and any failure of it, Rust panics included, falls back to eccodes."""
-    if decoder == "auto":
-        decoder = FASTEST.get(packing_template(message) or -1, "eccodes")
-    elif decoder not in DECODERS:
+    if decoder not in DECODERS:
         raise ValueError(f"unknown GRIB decoder {decoder!r} (one of {', '.join(DECODERS)})")
-    if decoder == "gribberish" and gribberish_unsuitable(message) is None:
+    p = packing(message) if decoder != "eccodes" else None
+    if decoder == "auto":
+        decoder = _fastest(p, layout.rows * layout.cols)
+    if decoder == "gribberish" and _unsuitable(p) is None:
         try:
             return _gribberish(message, layout, dtype)
         except BaseException as e:
@@ -251,6 +331,16 @@ def decode(message: bytes, layout: Layout, decoder: str = "auto",
             if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
                 raise
     return decode_eccodes(message, layout, dtype)
+
+
+def _fastest(p: Packing | None, npoints: int) -> str:
+    if p is None:  # GRIB1
+        return "eccodes"
+    if npoints <= GRIBBERISH_UP_TO.get(p.template, 0):
+        return "gribberish"
+    if p.bitmap and p.template in FASTEST_WITH_BITMAP:
+        return FASTEST_WITH_BITMAP[p.template]
+    return FASTEST.get(p.template, "eccodes")
 
 
 def _check_size(size: int, layout: Layout) -> None:
