@@ -519,9 +519,8 @@ def test_a_message_eccodes_cannot_read_is_corrupt(tmp_path, monkeypatch):
 
 def test_fractional_levels(tmp_path):
     """GRIB2 soil layers 0-0.1, 0.1-0.4, 0.4-1, 1-2 m: ecCodes' (long) level is 0, 0, 0, 1;
-    the parser reads it as a double, so they are four levels, exact through build() and
-    Icechunk. A ManifestStore, which reads the level through the codec's integer key, is
-    refused rather than given wrong levels."""
+    the parser reads it as a double, so they are four levels, exact through build(),
+    Icechunk and the ManifestStore (whose level coordinate the codec reads as a double)."""
     import zarrport
     from zarrport.virtual.icechunk import write_icechunk
 
@@ -539,5 +538,7 @@ def test_fractional_levels(tmp_path):
     assert list(ds.level.values) == [0.0, 0.1, 0.4, 1.0]
     np.testing.assert_array_equal(ds.t.sel(level=0.4).values,
                                   eccodes_values(msgs[2])[::-1].astype(np.float32))
-    with pytest.raises(UnsupportedVariableError, match=r"levels \[0.1, 0.4\]"):
-        GribParser()(url, storage.object_store_registry([url]))
+    store = GribParser()(url, storage.object_store_registry([url]))
+    ms = xr.open_zarr(store, consolidated=False, zarr_format=3)
+    assert list(ms.level.values) == [0.0, 0.1, 0.4, 1.0]
+    np.testing.assert_array_equal(ms.t.sel(level=0.4).values, ds.t.sel(level=0.4).values)

@@ -311,9 +311,10 @@ def _msg(f: Field) -> str:
     return f"{f.url.rsplit('/', 1)[-1]} @{f.offset}"
 
 
-def init_time_of(date: int, time: int) -> np.datetime64:
-    """``dataDate``/``dataTime`` (YYYYMMDD, HHMM) as datetime64[s]."""
-    t = dt.datetime(date // 10000, date // 100 % 100, date % 100, time // 100, time % 100)
+def init_time_of(date: int, time: int, second: int = 0) -> np.datetime64:
+    """``dataDate``/``dataTime`` (YYYYMMDD, HHMM) and ``second`` as datetime64[s]."""
+    t = dt.datetime(date // 10000, date // 100 % 100, date % 100, time // 100, time % 100,
+                    second)
     return np.datetime64(t, "s")
 
 

@@ -364,14 +364,18 @@ def read_key(message: bytes, key: str) -> Any:
 
             date, time = int(eccodes.codes_get(h, "dataDate")), int(
                 eccodes.codes_get(h, "dataTime"))
+            second = (int(eccodes.codes_get(h, "second"))
+                      if eccodes.codes_is_defined(h, "second") else 0)
             t = dt.datetime(date // 10000, date // 100 % 100, date % 100, time // 100,
-                            time % 100, tzinfo=dt.UTC)
+                            time % 100, second, tzinfo=dt.UTC)
             return int(t.timestamp())
         if key == "end_step_minutes":
             eccodes.codes_set(h, "stepUnits", "m")
             return int(eccodes.codes_get_long(h, "endStep"))
         if not eccodes.codes_is_defined(h, key):
             return 0 if key == "number" else None
+        if key == "level":  # the integer key rounds soil layers (0.1 m) to 0
+            return eccodes.codes_get_double(h, key)
         return eccodes.codes_get(h, key)
     finally:
         eccodes.codes_release(h)

@@ -17,7 +17,7 @@ For each file (:func:`check_grib_file`):
    then equal to the dataset's -- not with zarrport's layout code. Each message is matched
    to its variable by its ecCodes keys (``shortName``, ``typeOfLevel``, ``stepType``; the
    parameter numbers where the name is unknown; the grid where several match) and to its
-   position by its ``dataDate`` / ``dataTime``, ``number``, ``endStep`` and ``level``.
+   position by its ``dataDate`` / ``dataTime`` / ``second``, ``number``, ``endStep`` and ``level``.
    Every field must equal the oracle exactly (NaN where it is NaN), no two messages may
    share a position, every position without a message must be all NaN, regular grids must
    have latitude and longitude increasing and longitude in -180..180, and coordinates that
@@ -107,7 +107,7 @@ class Oracle:
                 try:
                     keys = {k: _get(h, k) for k in (
                         "shortName", "typeOfLevel", "stepType", "level", "dataDate",
-                        "dataTime", "number", "discipline", "parameterCategory",
+                        "dataTime", "second", "number", "discipline", "parameterCategory",
                         "parameterNumber", "table2Version", "indicatorOfParameter",
                         "packingType", "precision", "edition", "offset", "totalLength")}
                     if eccodes.codes_is_defined(h, "stepUnits"):
@@ -238,7 +238,8 @@ class Oracle:
 
         k = m.keys
         step = None if k["endStep"] is None else np.timedelta64(int(k["endStep"]), "m")
-        return {"init_time": init_time_of(int(k["dataDate"]), int(k["dataTime"])),
+        return {"init_time": init_time_of(int(k["dataDate"]), int(k["dataTime"]),
+                                          int(k.get("second") or 0)),
                 "member": None if k["number"] is None else int(k["number"]),
                 "step": step,
                 "level": None if k["level"] is None else float(k["level"])}

@@ -322,7 +322,7 @@ def _read_header(h: Any, loc: Located, source: str) -> _Header:
     name = _name(h, short, loc.edition)
     date, time = _get(h, "dataDate"), _get(h, "dataTime")
     try:
-        init = init_time_of(int(date), int(time))
+        init = init_time_of(int(date), int(time), int(_get(h, "second", 0) or 0))
     except (TypeError, ValueError):
         raise UnsupportedVariableError(
             f"{where}: reference date/time {date!r} {time!r} is not a calendar date",
@@ -423,23 +423,8 @@ class GribParser:
         self.decoder_scan = decoder_scan
 
     def __call__(self, url: str, registry: Any) -> Any:
-        """VirtualiZarr's parser protocol: the file as a ``ManifestStore``.
-
-        A ManifestStore holds only references, so its ``level`` coordinate is read through
-        the codec (``key:level``), which gives ecCodes' integer ``level``: fractional levels
-        (soil layers at 0.1 m, 1.5 m above ground) are refused here rather than shown
-        wrong; :meth:`build` (and the Icechunk output) keeps them exact.
-        """
+        """VirtualiZarr's parser protocol: the file as a ``ManifestStore``."""
         built = self.build(url, registry)
-        level = built.dataset.variables.get("level")
-        if level is not None and level.data is not None:
-            frac = [float(v) for v in level.data if float(v) != round(float(v))]
-            if frac:
-                raise UnsupportedVariableError(
-                    f"{built.dataset.sources[0]}: levels {frac[:4]} are not whole numbers; a "
-                    "ManifestStore reads the level coordinate through the codec, which gives "
-                    "ecCodes' integer level: use GribParser().build() and write Icechunk",
-                    source=url)
         return to_manifest_store(built, registry)
 
     # -- reading the file
