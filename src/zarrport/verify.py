@@ -263,6 +263,14 @@ def verify(output: str, *, sources: list[str] | None = None,
     url = storage.normalize_url(output)
     kind = detect(url, storage_options)
     record = read_provenance(url, kind, storage_options) or {}
+    if record.get("kind") == "grib-cycles":
+        from zarrport.errors import UnsupportedVariableError
+
+        raise UnsupportedVariableError(
+            f"{url} holds GRIB forecast cycles: verify compares NetCDF sources with netCDF4. "
+            "GRIB messages are checked at ingest (GRIB...7777 at every referenced range) and "
+            "Icechunk refuses any source changed since (ETag / modification time)",
+            source=url)
     records = list(record.get("sources") or [])
     if sources:
         urls = [storage.normalize_url(s) for s in sources]

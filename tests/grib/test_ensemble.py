@@ -466,3 +466,23 @@ def test_cli_bad_input_one_line(gefs_root, tmp_path, args, code, message):
     assert message in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.zarr").exists() and not (tmp_path / "r").exists()
+
+
+def test_source_rewritten_after_ingest_is_refused_not_read(tmp_path):
+    """Icechunk records each file's modification time (ETag on object stores); a cycle
+    file rewritten after ingest is named in one line, and no result is written."""
+    import os
+
+    src = tmp_path / "src"
+    make_gefs_cycle(src, "2025010100", members=2, steps=range(0, 25, 6))
+    repo = str(tmp_path / "r.icechunk")
+    ingest_cycle("gefs", _gefs_url(src, "2025010100"), repo)
+    rewritten = make_gefs_cycle(src, "2025010100", members=2, steps=range(0, 25, 6), seed=9)
+    later = os.stat(rewritten[0]).st_mtime + 10
+    for path in rewritten:
+        os.utime(path, (later, later))
+    out = _cli("analyze", "exceedance", repo, "-o", str(tmp_path / "p.nc"))
+    assert out.returncode == 7, out.stderr
+    assert "changed after it was referenced" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "p.nc").exists()

@@ -227,6 +227,27 @@ def render_map(result: xr.Dataset, init_index: int = -1, step_index: int = -1,
     return "\n".join([edge, *rows, edge])
 
 
+def compute(result: xr.Dataset) -> xr.Dataset:
+    """``result.compute()``, with Icechunk's refusals as one-line zarrport errors: a source
+    rewritten since it was referenced (Icechunk checks its ETag / modification time) is
+    named, never read."""
+    import icechunk
+
+    from zarrport.errors import StorageError, VerificationError
+
+    try:
+        return result.compute()
+    except icechunk.IcechunkError as e:
+        lines = [ln.strip(" |`->") for ln in str(e).splitlines() if ln.strip(" |")]
+        why = lines[-1] if lines else type(e).__name__
+        m = re.search(r"has changed \((.+)\)", why)
+        if m:
+            raise VerificationError(
+                f"{m.group(1)} changed after it was referenced; ingest its cycle again into a "
+                "new repository (or restore the file)", source=m.group(1)) from None
+        raise StorageError(f"reading the repository failed: {why}") from None
+
+
 def write(result: xr.Dataset, out: str) -> xr.Dataset:
     """Compute and write the result (``.nc``: NetCDF-4, anything else: Zarr v3), atomically;
     returns the computed result."""
@@ -237,7 +258,7 @@ def write(result: xr.Dataset, out: str) -> xr.Dataset:
     if os.path.exists(out):
         raise OutputExistsError(f"{out} exists; remove it or choose another output",
                                 source=out)
-    computed = result.compute()
+    computed = compute(result)
     tmp = out + ".partial"
     try:
         if out.endswith(".nc"):
