@@ -238,13 +238,16 @@ def compute(result: xr.Dataset) -> xr.Dataset:
     try:
         return result.compute()
     except icechunk.IcechunkError as e:
-        lines = [ln.strip(" |`->") for ln in str(e).splitlines() if ln.strip(" |")]
-        why = lines[-1] if lines else type(e).__name__
-        m = re.search(r"has changed \((.+)\)", why)
+        text = str(e)
+        # Icechunk's report wraps long lines ("\n  | "): a URL holds no whitespace or "|"
+        m = re.search(r"has changed \(([^)]*)\)", text)
         if m:
+            url = re.sub(r"[\s|]+", "", m.group(1))
             raise VerificationError(
-                f"{m.group(1)} changed after it was referenced; ingest its cycle again into a "
-                "new repository (or restore the file)", source=m.group(1)) from None
+                f"{url} changed after it was referenced; ingest its cycle again into a new "
+                "repository (or restore the file)", source=url) from None
+        lines = [ln.strip(" |`->x") for ln in text.splitlines() if ln.strip(" |")]
+        why = lines[0] if lines else type(e).__name__
         raise StorageError(f"reading the repository failed: {why}") from None
 
 
