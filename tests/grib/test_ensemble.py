@@ -214,9 +214,25 @@ def test_gefs_two_cycles_from_s3_one_commit_each(s3_server, gefs_root, tmp_path)
         oracle = _gefs_oracle(gefs_root, cycle, 3)
         assert _assert_equal_to_oracle(ds["tp"], oracle, "tp", k) == 24
         assert _assert_equal_to_oracle(ds["t2m"], oracle, "2t", k) == 27
-    # the tag reads the cycle as it was committed
-    first = ic.readonly_session(tag="cycle-2025010100")
-    assert first.store is not None
+    # the tag reads the repository as it was when that cycle landed
+    first = xr.open_zarr(ic.readonly_session(tag="cycle-2025010100").store,
+                         consolidated=False, zarr_format=3)
+    assert first.sizes["init_time"] == 1
+    # exceedance over S3, against numpy on eccodes' decoding: the 24 h total at 24 h is the
+    # sum of the GEFS buckets 18-24, 12-18, 6-12, 0-6, in that order
+    prob = exceedance(repo, bbox="-60,-40,60,40", storage_options=so).compute()["probability"]
+    lat, lon = ds["latitude"].values, ds["longitude"].values
+    for k, cycle in enumerate(("2025010100", "2025010106")):
+        oracle = _gefs_oracle(gefs_root, cycle, 3)
+        totals = []
+        for m in range(3):
+            b = {s: _place(*oracle[("tp", m, s)], lat, lon).astype(np.float32)
+                 for s in (6, 12, 18, 24)}
+            totals.append(((b[24] + b[18]) + b[12]) + b[6])
+        box = np.stack(totals)[:, 10:27, 24:49]  # latitude -40..40, longitude -60..60
+        want = (box > 50).sum(axis=0) / 3 * 100.0
+        np.testing.assert_allclose(prob.values[k, -1], want.astype(np.float32), rtol=1e-6)
+    assert float(prob.max()) == 100.0
 
 
 def test_anonymous_public_bucket_through_the_cli(s3_server, tmp_path):
@@ -274,23 +290,40 @@ def test_gefs_accumulation_from_start_hand_computed(gefs_root, tmp_path):
                                   ds["tp"].sel(step=24 * HOUR).values)
 
 
-def test_ecmwf_ingest_and_exceedance_matches_numpy(ecmwf_root, tmp_path):
+def test_ecmwf_two_cycles_from_s3_exceedance_matches_numpy(s3_server, ecmwf_root, tmp_path):
+    bucket = s3_server.create_bucket("ecmwf-open-data")
+    upload(ecmwf_root, bucket, s3_server.storage_options)
+    so = s3_server.storage_options
     repo = str(tmp_path / "ens.icechunk")
-    base = f"file://{ecmwf_root}"
-    r0 = ingest_cycle("ecmwf", f"{base}/20250101/00z/ifs/0p25/enfo", repo)
-    r1 = ingest_cycle("ecmwf", f"{base}/20250101/12z/ifs/0p25/enfo", repo)
+    r0 = ingest_cycle("ecmwf", f"{bucket}20250101/00z/ifs/0p25/enfo", repo,
+                      storage_options=so)
+    r1 = ingest_cycle("ecmwf", f"{bucket}20250101/12z/ifs/0p25/enfo", repo,
+                      storage_options=so)
     assert (r0.status, r1.status, r1.tag) == ("created", "appended", "cycle-2025010112")
-    ds = zarrport.open_dataset(repo)
     bbox = (-40.0, -30.0, 60.0, 50.0)
-    result = exceedance(repo, var="tp", window="24h", threshold="50mm", bbox=bbox).compute()
+    result = exceedance(repo, var="tp", window="24h", threshold="50mm", bbox=bbox,
+                        storage_options=so).compute()
     prob = result["probability"]
     assert prob.dims == ("init_time", "step", "latitude", "longitude")
     assert list(prob["step"].values) == [24 * HOUR]
-    # numpy on eccodes-decoded values: tp in metres, 24 h total = acc(24) - acc(0)
-    box = ds.sel(latitude=slice(-30, 50), longitude=slice(-40, 60))
-    tp = box["tp"].sel(step=24 * HOUR).values - box["tp"].sel(step=0 * HOUR).values
-    want = (tp > 0.05).sum(axis=1) / tp.shape[1] * 100.0
-    np.testing.assert_allclose(prob.values[:, 0], want.astype(np.float32), rtol=1e-6)
+    lat, lon = prob["latitude"].values, prob["longitude"].values
+    assert lat[0] == -30 and lat[-1] == 50 and lon[0] == -40 and lon[-1] == 60
+    # numpy on eccodes' decoding of the files: tp in metres from the start, so the 24 h
+    # total is acc(24 h) - acc(0); 50 mm = 0.05 m
+    for k, hh in enumerate(("00", "12")):
+        folder = ecmwf_root / "20250101" / f"{hh}z" / "ifs" / "0p25" / "enfo"
+        acc = {}
+        for path in sorted(folder.glob("*.grib2")):
+            for _o, _n, keys, vals, lats, lons in _messages(path):
+                if keys["shortName"] == "tp":
+                    grid = _place(vals, lats, lons, np.arange(-90.0, 90.1, 5.0),
+                                  np.arange(-180.0, 180.0, 5.0))
+                    acc[(keys["number"], int(keys["endStep"]))] = grid.astype(np.float32)
+        members = sorted({m for m, _ in acc})
+        total = np.stack([acc[(m, 24)] - acc[(m, 0)] for m in members])
+        box = total[:, 12:29, 28:49]  # latitude -30..50, longitude -40..60 (5 degrees)
+        want = (box > np.float32(0.05)).sum(axis=0) / len(members) * 100.0
+        np.testing.assert_allclose(prob.values[k, 0], want.astype(np.float32), rtol=1e-6)
     assert prob.min() == 0 and prob.max() == 100  # not a trivial field
     assert ((prob > 0) & (prob < 100)).any()
 
