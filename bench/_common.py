@@ -1,10 +1,12 @@
-"""What both benchmarks report about the machine and the libraries, and how they shorten
-errors: one copy, imported by ``bench_virtualize.py`` and ``bench_batch.py``."""
+"""What every benchmark reports about the machine and the libraries, how they shorten
+errors and how they put their section into docs/benchmarks.md: one copy, imported by
+``bench_virtualize.py``, ``bench_batch.py``, ``bench_grib.py`` and ``bench_grib_decode.py``."""
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -52,3 +54,28 @@ def package_versions(names: Iterable[str]) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def loadavg() -> tuple[float, ...]:
+    try:
+        return os.getloadavg()
+    except OSError:
+        return ()
+
+
+def fmt_load(values: tuple[float, ...]) -> str:
+    return ", ".join(f"{x:.2f}" for x in values) if values else "?"
+
+
+def replace_section(path: Path, begin: str, end: str, section: str) -> None:
+    """Put ``section`` between the markers ``begin``/``end`` in ``path`` (markers and
+    section appended the first time); the rest of the file is left alone."""
+    text = path.read_text() if path.exists() else ""
+    block = f"{begin}\n\n{section.rstrip()}\n\n{end}\n"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: block, text)
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

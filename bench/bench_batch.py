@@ -33,7 +33,6 @@ import importlib.util
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -48,7 +47,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import machine, package_versions, short_error  # bench/_common.py
+from _common import (  # bench/_common.py
+    fmt_load,
+    loadavg,
+    machine,
+    package_versions,
+    replace_section,
+    short_error,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("zarrport") is None:  # a checkout without `pip install -e .`
@@ -429,7 +435,7 @@ def run_child(tool: Tool, n: int, directory: Path, out: Path, warmup_dir: Path,
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"),
                                                       env.get("PYTHONPATH")]))
     err_path = log_dir / f"{tool.key}-{n}.stderr"
-    run = Run(tool.key, n, load=(_loadavg() or (None,))[0])
+    run = Run(tool.key, n, load=(loadavg() or (None,))[0])
     t0 = time.perf_counter()
     with open(err_path, "w") as err:
         proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child",
@@ -578,11 +584,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _loadavg() -> tuple[float, ...]:
-    try:
-        return os.getloadavg()
-    except OSError:
-        return ()
 
 
 def _fmt_s(s: float | None) -> str:
@@ -679,8 +680,8 @@ def render(tools: list[Tool], sizes: Sequence[int], cells: dict[tuple[str, int],
         "",
         f"- machine: {m.get('cpu', '?')}, nproc {m['nproc']} (shared), RAM {m['ram']}, "
         f"{m['os']}, Python {m['python']}",
-        f"- load average (1, 5, 15 min) at start {_fmt_load(load[0])}, at end "
-        f"{_fmt_load(load[1])}; 1-minute load when each run started: {_load_range(cells)}",
+        f"- load average (1, 5, 15 min) at start {fmt_load(load[0])}, at end "
+        f"{fmt_load(load[1])}; 1-minute load when each run started: {_load_range(cells)}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- inputs: {info['files']:,} synthetic CMIP6-like daily files from "
         f"`zarrport.samples.write_cmip6_archive` (noleap calendar, years {FIRST_YEAR}-"
@@ -847,24 +848,17 @@ def _load_range(cells: dict[tuple[str, int], Cell]) -> str:
             f" (the benchmark itself keeps up to 2 cores busy)")
 
 
-def _fmt_load(values: tuple[float, ...]) -> str:
-    return ", ".join(f"{x:.2f}" for x in values) if values else "?"
 
 
-def write_docs(section: str, path: Path = DOCS) -> None:
-    """Put ``section`` between the markers in ``path`` (appended the first time)."""
-    text = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n\n{section.rstrip()}\n\n{END}\n"
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: block, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
 
 
 # ============================================================================================
 # main
+
+
+def write_docs(section: str, path: Path = DOCS) -> None:
+    """Put ``section`` between the markers in ``path`` (appended the first time)."""
+    replace_section(path, BEGIN, END, section)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -946,7 +940,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {"files": max(sizes), "bytes": sum(files_bytes),
             "bytes_per_file": statistics.mean(files_bytes)}
     started = dt.datetime.now(dt.UTC)
-    load_start = _loadavg()
+    load_start = loadavg()
     t0 = time.perf_counter()
     cells: dict[tuple[str, int], Cell] = {}
     raw: list[dict[str, Any]] = []
@@ -968,7 +962,7 @@ def main(argv: list[str] | None = None) -> int:
                     _remove(out.with_suffix(".json"))
     elapsed = time.perf_counter() - t0
     section = render(tools, sizes, cells, label=label, started=started, elapsed=elapsed,
-                     load=(load_start, _loadavg()), info=info)
+                     load=(load_start, loadavg()), info=info)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(raw, indent=1))

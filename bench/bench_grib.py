@@ -33,8 +33,6 @@ import gc
 import importlib.util
 import json
 import math
-import os
-import re
 import shutil
 import statistics
 import sys
@@ -46,7 +44,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import machine, package_versions, short_error  # bench/_common.py
+from _common import (  # bench/_common.py
+    fmt_load,
+    loadavg,
+    machine,
+    package_versions,
+    replace_section,
+    short_error,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("zarrport") is None:  # a checkout without `pip install -e .`
@@ -779,15 +784,8 @@ def _fmt_s(s: float | None) -> str:
     return f"{s:,.0f} s"
 
 
-def _fmt_load(values: tuple[float, ...]) -> str:
-    return ", ".join(f"{x:.2f}" for x in values) if values else "?"
 
 
-def _loadavg() -> tuple[float, ...]:
-    try:
-        return os.getloadavg()
-    except OSError:
-        return ()
 
 
 def _time_cell(row: Row | None) -> str:
@@ -890,8 +888,8 @@ def render(rows: list[Row], cycles: dict[str, Cycle], s3: dict[str, Any],
         "",
         f"- machine: {m.get('cpu', '?')}, nproc {m['nproc']} (shared), RAM {m['ram']}, "
         f"{m['os']}, Python {m['python']}",
-        f"- load average (1, 5, 15 min) at start {_fmt_load(load[0])}, at end "
-        f"{_fmt_load(load[1])}",
+        f"- load average (1, 5, 15 min) at start {fmt_load(load[0])}, at end "
+        f"{fmt_load(load[1])}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
     ]
     for key, what in (("manifest", "manifest cycle (parts 1 and 2)"),
@@ -1008,21 +1006,15 @@ def _every(steps: Sequence[int]) -> str:
     return "/".join(str(x) for x in sorted(d)) or "-"
 
 
-def write_section(section: str, path: Path) -> None:
-    """Put ``section`` between the markers in ``path`` (markers appended if absent)."""
-    text = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n\n{section.rstrip()}\n\n{END}\n"
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: block, text)
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 # ============================================================================================
 # main
+
+
+def write_section(section: str, path: Path) -> None:
+    """Put ``section`` between the markers in ``path`` (appended the first time)."""
+    replace_section(path, BEGIN, END, section)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1064,7 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
                                     sizes.read_grid)
 
     started = dt.datetime.now(dt.UTC)
-    load_start = _loadavg()
+    load_start = loadavg()
     t0 = time.perf_counter()
     rows: list[Row] = []
     local = None
@@ -1083,7 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
         read = part_read(cycles["read"], sizes, rows, work_dir)
     elapsed = time.perf_counter() - t0
     section = render(rows, cycles, s3, read, sizes, started=started, elapsed=elapsed,
-                     load=(load_start, _loadavg()))
+                     load=(load_start, loadavg()))
     for out in ([args.out] if args.out else []) + ([DOCS] if args.write_docs else []):
         write_section(section, out)
         log(f"section written to {out}")

@@ -41,7 +41,6 @@ import gc
 import importlib.util
 import os
 import random
-import re
 import statistics
 import sys
 import time
@@ -52,7 +51,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import machine, package_versions, short_error  # bench/_common.py
+from _common import (  # bench/_common.py
+    fmt_load,
+    loadavg,
+    machine,
+    package_versions,
+    replace_section,
+    short_error,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("zarrport") is None:  # a checkout without `pip install -e .`
@@ -611,8 +617,8 @@ def render(synth: list[Sample], real: list[Sample], sweep: list[Sample], *, labe
         "",
         f"- machine: {m.get('cpu', '?')}, nproc {m['nproc']} (shared), RAM {m['ram']}, "
         f"{m['os']}, Python {m['python']}",
-        f"- load average (1, 5, 15 min) at start {_fmt_load(load[0])}, at end "
-        f"{_fmt_load(load[1])}",
+        f"- load average (1, 5, 15 min) at start {fmt_load(load[0])}, at end "
+        f"{fmt_load(load[1])}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         "- eccodes = `codes_new_from_message` + `codes_get_values` + `codes_release`; "
         "gribberish = `parse_grib_array(message, 0)`; codec = "
@@ -683,27 +689,15 @@ def render(synth: list[Sample], real: list[Sample], sweep: list[Sample], *, labe
     return "\n".join(lines) + "\n"
 
 
+
+
+
+
+
+
 def write_section(section: str, path: Path) -> None:
     """Put ``section`` between the markers in ``path`` (appended the first time)."""
-    text = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n\n{section.rstrip()}\n\n{END}"
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: block, text)
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block
-    path.write_text(text.rstrip("\n") + "\n")
-
-
-def _fmt_load(values: tuple[float, ...]) -> str:
-    return ", ".join(f"{x:.2f}" for x in values) if values else "?"
-
-
-def _loadavg() -> tuple[float, ...]:
-    try:
-        return os.getloadavg()
-    except OSError:
-        return ()
+    replace_section(path, BEGIN, END, section)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -721,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
 
     grid = QUICK_GRID if args.quick else FULL_GRID
     repeat = args.repeat or (QUICK_REPEAT if args.quick else FULL_REPEAT)
-    started, t0, load0 = dt.datetime.now(dt.UTC), time.perf_counter(), _loadavg()
+    started, t0, load0 = dt.datetime.now(dt.UTC), time.perf_counter(), loadavg()
     log(f"making the synthetic {grid[0]}x{grid[1]} messages")
     synth = synthetic_samples(grid)
     sweep = sweep_samples(QUICK_SWEEP_GRIDS if args.quick else SWEEP_GRIDS)
@@ -742,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     measure(synth + sweep + real, repeat, repeat if args.quick else MAX_REPEAT)
     section = render(synth, real, sweep, label="--quick" if args.quick else "full run", grid=grid,
                      repeat=repeat, started=started, elapsed=time.perf_counter() - t0,
-                     load=(load0, _loadavg()))
+                     load=(load0, loadavg()))
     if args.out:
         write_section(section, args.out)
         log(f"section written to {args.out}")

@@ -28,7 +28,6 @@ import importlib
 import importlib.util
 import json
 import multiprocessing
-import os
 import shutil
 import statistics
 import sys
@@ -43,7 +42,14 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from _common import machine, nproc, package_versions, short_error  # bench/_common.py
+from _common import (  # bench/_common.py
+    fmt_load,
+    loadavg,
+    machine,
+    nproc,
+    package_versions,
+    short_error,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("zarrport") is None:  # a checkout without `pip install -e .`
@@ -1042,8 +1048,8 @@ def render(cases: list[Case], ctx: Context, started: dt.datetime, elapsed: float
         "",
         f"- machine: {m.get('cpu', '?')}, nproc {m['nproc']}, RAM {m['ram']}, {m['os']}, "
         f"Python {m['python']}",
-        f"- load average (1, 5, 15 min) at start {_fmt_load(load[0])}, at end "
-        f"{_fmt_load(load[1])} (shared machine: expect noise)",
+        f"- load average (1, 5, 15 min) at start {fmt_load(load[0])}, at end "
+        f"{fmt_load(load[1])} (shared machine: expect noise)",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         "",
         "## Inputs",
@@ -1124,15 +1130,8 @@ def render(cases: list[Case], ctx: Context, started: dt.datetime, elapsed: float
     return "\n".join(lines)
 
 
-def _fmt_load(values: tuple[float, ...]) -> str:
-    return ", ".join(f"{x:.2f}" for x in values) if values else "?"
 
 
-def _loadavg() -> tuple[float, ...]:
-    try:
-        return os.getloadavg()
-    except OSError:
-        return ()
 
 
 # ============================================================================================
@@ -1165,7 +1164,7 @@ def main(argv: list[str] | None = None) -> int:
         log(ZARRPORT_MISSING)
 
     started = dt.datetime.now(dt.UTC)
-    load_start = _loadavg()
+    load_start = loadavg()
     t0 = time.perf_counter()
     cases = []
     for key, factory in CASES.items():
@@ -1177,7 +1176,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"case {case.key}")
         case.measure(ctx)
         cases.append(case)
-    report = render(cases, ctx, started, time.perf_counter() - t0, (load_start, _loadavg()))
+    report = render(cases, ctx, started, time.perf_counter() - t0, (load_start, loadavg()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report)
