@@ -121,6 +121,8 @@ class _EnsembleParser:
     """What the two ensemble parsers share: reading indexes, one header per grid, build."""
 
     kind = ""
+    members: list[int] | None = None
+    steps: list[np.timedelta64] | None = None
 
     def __call__(self, url: str, registry: Any) -> Any:
         """VirtualiZarr's parser protocol: the cycle as a ``ManifestStore``."""
@@ -128,6 +130,19 @@ class _EnsembleParser:
 
     def build(self, url: str, registry: Any) -> Built:
         raise NotImplementedError
+
+    def _build(self, fetch: Fetcher, fields: list[Field], init_times: list[np.datetime64],
+               *, source_stats: dict[str, dict[str, Any]], attrs: dict[str, Any]) -> Built:
+        """The dataset of one cycle: every member and step asked for is a position, present
+        or not (absent ones read as NaN)."""
+        expect: dict[str, list[Any]] = {"init_time": init_times}
+        if self.members is not None:
+            expect["member"] = self.members
+        if self.steps is not None:
+            expect["step"] = self.steps
+        return build_dataset(fields, self._grids(fetch, fields),
+                             always=("init_time", "member", "step"), attrs=attrs,
+                             source_stats=source_stats, expect=expect)
 
     def _grids(self, fetch: Fetcher, fields: list[Field]) -> dict[str, Grid]:
         """Read the first message of each distinct grid (all share one grid in practice:
@@ -267,17 +282,10 @@ class GEFSParser(_EnsembleParser):
                 url=msg.url, offset=msg.entry.offset, length=int(msg.entry.length or 0),
                 name=msg.name, grid="", init_time=init,
                 member=msg.member, step=msg.step, window_start=msg.window_start, attrs=attrs))
-        grids = self._grids(fetch, fields)
-        expect: dict[str, list[Any]] = {"init_time": [init]}
-        if self.members is not None:
-            expect["member"] = self.members
-        if self.steps is not None:
-            expect["step"] = self.steps
-        built = build_dataset(
-            fields, grids, always=("init_time", "member", "step"),
-            attrs={"zarrport_grib": "gefs", "source": folder,
-                   "institution": "NOAA NCEP", "title": "GEFS ensemble forecast"},
-            source_stats={u: e.stat() for u, e in listing.items()}, expect=expect)
+        built = self._build(fetch, fields, [init], source_stats={
+            u: e.stat() for u, e in listing.items()}, attrs={
+            "zarrport_grib": "gefs", "source": folder, "institution": "NOAA NCEP",
+            "title": "GEFS ensemble forecast"})
         built.missing[:] = _gefs_missing(gribs, no_index, self.members, self.steps, folder)
         return built
 
@@ -430,17 +438,10 @@ class ECMWFParser(_EnsembleParser):
             raise CorruptSourceError(
                 f"{folder}: the indexes name several reference times (is an index for "
                 "another cycle?)", source=folder)
-        grids = self._grids(fetch, fields)
-        expect: dict[str, list[Any]] = {"init_time": list(init_times)}
-        if self.members is not None:
-            expect["member"] = self.members
-        if self.steps is not None:
-            expect["step"] = self.steps
-        built = build_dataset(
-            fields, grids, always=("init_time", "member", "step"),
-            attrs={"zarrport_grib": "ecmwf", "source": folder, "institution": "ECMWF",
-                   "title": "ECMWF ENS forecast (open data)"},
-            source_stats={u: listing[u].stat() for u in gribs}, expect=expect)
+        built = self._build(fetch, fields, list(init_times), source_stats={
+            u: listing[u].stat() for u in gribs}, attrs={
+            "zarrport_grib": "ecmwf", "source": folder, "institution": "ECMWF",
+            "title": "ECMWF ENS forecast (open data)"})
         have = {(f.member, f.step) for f in fields}
         hour = np.timedelta64(1, "h")
         members = self.members if self.members is not None else sorted(

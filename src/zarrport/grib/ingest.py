@@ -164,21 +164,10 @@ def _exists(url: str, options: dict | None) -> bool:
 
 def _open_repo(url: str, options: dict | None, source_options: dict | None,
                prefixes: list[str]) -> Any:
-    import icechunk
+    from zarrport.virtual.icechunk import open_for_writing
 
-    from zarrport.virtual.icechunk import _containers
-
-    st = storage.icechunk_storage(url, options)
-    config = icechunk.Repository.fetch_config(st) or icechunk.RepositoryConfig.default()
-    credentials: dict[str, Any] = {}
-    added = _containers(config, prefixes + list(config.virtual_chunk_containers or {}),
-                        source_options, credentials)
-    repo = icechunk.Repository.open(
-        st, config=config,
-        authorize_virtual_chunk_access=icechunk.containers_credentials(credentials))
-    if added:
-        repo.save_config()
-    return repo
+    return open_for_writing(url, prefixes, storage_options=source_options,
+                            output_storage_options=options)
 
 
 def _with_snapshot(write: Any, url: str, options: dict | None) -> tuple[Any, str]:

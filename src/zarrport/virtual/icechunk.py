@@ -241,23 +241,32 @@ def update_icechunk(vds: VirtualDataset, url: str, *, storage_options: dict | No
 
     A commit is atomic: readers see the previous snapshot until it lands.
     """
+    repo = open_for_writing(url, sorted(set(source_prefixes(vds.sources)) | set(prefixes or [])),
+                            storage_options=storage_options,
+                            output_storage_options=output_storage_options)
+    session = repo.writable_session("main")
+    counts = write_arrays(session.store, vds, storage_options=storage_options)
+    snapshot = session.commit(message, metadata={PROVENANCE_KEY: provenance})
+    return counts, snapshot
+
+
+def open_for_writing(url: str, prefixes: list[str], *, storage_options: dict | None = None,
+                     output_storage_options: dict | None = None) -> Any:
+    """The existing repository at ``url``, authorized for its virtual chunk containers;
+    containers for ``prefixes`` it does not have yet are added and saved."""
     import icechunk
 
     quiet_icechunk()
     st = storage.icechunk_storage(url, output_storage_options)
     config = icechunk.Repository.fetch_config(st) or icechunk.RepositoryConfig.default()
     credentials: dict[str, Any] = {}
-    added = _containers(config, sorted(set(source_prefixes(vds.sources)) | set(prefixes or [])),
-                        storage_options, credentials)
+    added = _containers(config, sorted(set(prefixes)), storage_options, credentials)
     repo = icechunk.Repository.open(
         st, config=config,
         authorize_virtual_chunk_access=icechunk.containers_credentials(credentials))
     if added:
         repo.save_config()
-    session = repo.writable_session("main")
-    counts = write_arrays(session.store, vds, storage_options=storage_options)
-    snapshot = session.commit(message, metadata={PROVENANCE_KEY: provenance})
-    return counts, snapshot
+    return repo
 
 
 def head_snapshot(url: str, storage_options: dict | None = None) -> tuple[str, dict[str, Any]]:
