@@ -188,7 +188,8 @@ def test_verify_exit_status(tmp_path, good):
 
 
 def test_help_texts():
-    for cmd in ("virtualize", "inspect", "verify", "info", "batch", "watch", "serve", "catalog"):
-        proc = run(cmd, "--help")
+    for cmd in ("virtualize", "inspect", "verify", "info", "batch", "watch", "serve", "catalog",
+                "grib ingest", "analyze exceedance"):
+        proc = run(*cmd.split(), "--help")
         assert proc.returncode == 0
         assert "Example" in proc.stdout

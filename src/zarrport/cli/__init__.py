@@ -17,7 +17,7 @@ from zarrport.errors import ZarrportError, exit_code
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="zarrport")
 def cli() -> None:
-    """zarrport: read NetCDF/HDF5 archives as Zarr without copying them.
+    """zarrport: read NetCDF/HDF5 and GRIB archives as Zarr without copying them.
 
     \b
     Typical session:
@@ -25,6 +25,10 @@ def cli() -> None:
       zarrport virtualize data/tas_day_*.nc -o tas.icechunk --concat-dim time
       zarrport verify tas.icechunk
       zarrport info tas.icechunk
+    \b
+    Forecasts:
+      zarrport grib ingest gefs s3://noaa-gefs-pds/gefs.20250101/00 -o gefs.icechunk --anon
+      zarrport analyze exceedance gefs.icechunk --window 24h --threshold 50mm -o p.nc
     """
 
 

@@ -31,6 +31,14 @@ def exceedance_command(repo: str, var: str, window: str, threshold: str, bbox: s
                        out: str, storage_options: tuple[str, ...], as_json: bool) -> None:
     """Probability (%) that the WINDOW accumulation of VAR exceeds THRESHOLD, over the
     ensemble members, per init time, window end and grid point, for the box only.
+
+    Windows come from the accumulation since the forecast start (GEFS buckets are summed),
+    acc(step) - acc(step - WINDOW); members without data do not count.
+
+    \b
+    Examples:
+      zarrport analyze exceedance gefs.icechunk --bbox -10,35,30,60 -o p24.nc
+      zarrport analyze exceedance ens.icechunk --window 6h --threshold 20mm -o p6.zarr --json
     """
     from zarrport.grib.analyze import exceedance, report, summarize, write
 

@@ -95,6 +95,12 @@ def ingest_command(kind: str, cycle_url: str, repo: str, members: str | None,
     changes nothing; cycles must share variables, members, steps and grid, in time order.
     Read back with zarrport.open_dataset(REPO): (init_time, member, step, latitude,
     longitude), precipitation accumulated from the start of the forecast.
+
+    \b
+    Examples:
+      zarrport grib ingest gefs s3://noaa-gefs-pds/gefs.20250101/00 -o gefs.icechunk \\
+          --anon --members 31 --steps 0-384:6 --var tp=APCP:surface
+      zarrport grib ingest ecmwf data/20250101/00z/ifs/0p25/enfo -o ens.icechunk --param tp
     """
     from zarrport.grib.ingest import ingest_cycle
 
