@@ -167,7 +167,6 @@ class _EnsembleParser:
             eccodes.codes_release(h)
         for f in fields:
             f.grid = grid.key
-        self._first_message = data
         return {grid.key: grid}
 
 
@@ -476,4 +475,4 @@ def _ecmwf_step(step: Any, source: str) -> np.timedelta64:
     return np.timedelta64(int(m.group(1)), "h").astype("m8[s]")
 
 
-__all__ = ["ECMWFParser", "Entry", "GEFSParser"]
+__all__ = ["ECMWFParser", "GEFSParser"]

@@ -27,7 +27,6 @@ import numpy as np
 from zarrport import storage
 from zarrport.errors import IncompatibleSourcesError, InvalidArgumentError
 from zarrport.grib.build import Built
-from zarrport.virtual.model import MISSING
 
 KINDS = ("gefs", "ecmwf")
 
@@ -109,15 +108,15 @@ def ingest_cycle(kind: str, cycle_url: str, repo_url: str, *,
     provenance = {"kind": "grib-cycles", "forecast": kind, "cycle": str(init),
                   "source": cycle_url}
     if not _exists(repo_url, output_storage_options):
-        from zarrport.virtual.icechunk import write_icechunk
+        from zarrport.virtual.icechunk import head_snapshot, write_icechunk
 
         vds.variables["init_time"].chunks = (1024,)
-        _, snapshot = _with_snapshot(lambda: write_icechunk(
-            vds, repo_url, storage_options=storage_options,
-            output_storage_options=output_storage_options,
-            message=_message(kind, init, result), provenance=provenance,
-            prefixes=prefixes), repo_url, output_storage_options)
-        result.status, result.snapshot = "created", snapshot
+        write_icechunk(vds, repo_url, storage_options=storage_options,
+                       output_storage_options=output_storage_options,
+                       message=_message(kind, init, result), provenance=provenance,
+                       prefixes=prefixes)
+        result.status = "created"
+        result.snapshot = head_snapshot(repo_url, output_storage_options)[0]
     else:
         snapshot = _append(built, repo_url, init, kind, result, prefixes, provenance,
                            storage_options, output_storage_options)
@@ -170,13 +169,6 @@ def _open_repo(url: str, options: dict | None, source_options: dict | None,
                             output_storage_options=options)
 
 
-def _with_snapshot(write: Any, url: str, options: dict | None) -> tuple[Any, str]:
-    from zarrport.virtual.icechunk import head_snapshot
-
-    out = write()
-    return out, head_snapshot(url, options)[0]
-
-
 def _message(kind: str, init: np.datetime64, r: IngestResult) -> str:
     text = (f"zarrport grib ingest {kind}: cycle {np.datetime64(init, 'h')}Z, "
             f"{r.members} members x {r.steps} steps, {r.chunks} chunks referenced")
@@ -188,10 +180,9 @@ def _message(kind: str, init: np.datetime64, r: IngestResult) -> str:
 def _append(built: Built, repo_url: str, init: np.datetime64, kind: str, result: IngestResult,
             prefixes: list[str], provenance: dict[str, Any], storage_options: dict | None,
             output_storage_options: dict | None) -> str | None:
-    import icechunk
     import zarr
 
-    from zarrport.virtual.icechunk import _mtime
+    from zarrport.virtual.icechunk import chunk_specs
 
     vds = built.dataset
     repo = _open_repo(repo_url, output_storage_options, storage_options, prefixes)
@@ -212,29 +203,18 @@ def _append(built: Built, repo_url: str, init: np.datetime64, kind: str, result:
             source=repo_url)
     _check_same(root, built, repo_url)
     n = int(have.size)
-    counts = 0
     for name, var in vds.variables.items():
         if var.refs is None:
             continue
         arr = root[name]
         arr.resize((n + 1,) + tuple(arr.shape[1:]))
-        src, off, ln = var.refs.source, var.refs.offset, var.refs.length
-        specs = []
-        for idx in zip(*np.nonzero(src != MISSING), strict=True):
-            s = int(src[idx])
-            stat = vds.source_stats[s] if s < len(vds.source_stats) else {}
-            etag = stat.get("etag")
-            specs.append(icechunk.VirtualChunkSpec(
-                index=[n] + [int(i) for i in idx[1:]], location=vds.sources[s],
-                offset=int(off[idx]), length=int(ln[idx]), etag_checksum=etag,
-                last_updated_at_checksum=None if etag else _mtime(stat)))
+        specs = chunk_specs(vds, var, first_index=n)
         if specs:
             failed = session.store.set_virtual_refs(f"/{name}", specs, validate_containers=True)
             if failed:
                 raise IncompatibleSourcesError(
                     f"{name}: {len(failed)} references outside the repository's virtual chunk "
                     "containers", source=repo_url)
-        counts += len(specs)
     times = root["init_time"]
     times.resize((n + 1,))
     times[n] = new

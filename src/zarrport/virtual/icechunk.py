@@ -121,10 +121,35 @@ def strict_json(value: Any) -> Any:
     return value
 
 
+def chunk_specs(vds: VirtualDataset, var: VirtualVariable, *,
+                first_index: int | None = None) -> list[Any]:
+    """Icechunk ``VirtualChunkSpec`` of every referenced chunk of ``var``; ``first_index``
+    replaces the chunk index along the first dimension (appending one step of it)."""
+    import icechunk
+
+    src, off, ln = var.refs.source, var.refs.offset, var.refs.length  # type: ignore[union-attr]
+    stats = vds.source_stats
+    specs = []
+    for idx in zip(*np.nonzero(src != MISSING), strict=True) if src.ndim else (
+        [()] if int(src) != MISSING else []
+    ):
+        s = int(src[idx])
+        stat = stats[s] if s < len(stats) else {}
+        # An ETag changes on every rewrite; a modification time only has one-second
+        # resolution on object stores, so a quick rewrite would slip through it.
+        etag = stat.get("etag")
+        index = [int(i) for i in idx]
+        if first_index is not None:
+            index[0] = first_index
+        specs.append(icechunk.VirtualChunkSpec(
+            index=index, location=vds.sources[s], offset=int(off[idx]), length=int(ln[idx]),
+            etag_checksum=etag, last_updated_at_checksum=None if etag else _mtime(stat)))
+    return specs
+
+
 def write_arrays(store: Any, vds: VirtualDataset, *,
                  storage_options: dict | None = None) -> dict[str, int]:
     """Create every array in ``store`` and fill it; returns counts of what was written."""
-    import icechunk
     import zarr
 
     root = zarr.open_group(store=store, mode="w", zarr_format=3,
@@ -154,27 +179,7 @@ def write_arrays(store: Any, vds: VirtualDataset, *,
             continue
         if var.refs is None:
             continue
-        specs = []
-        src, off, ln = var.refs.source, var.refs.offset, var.refs.length
-        stats = vds.source_stats
-        for idx in zip(*np.nonzero(src != MISSING), strict=True) if src.ndim else (
-            [()] if int(src) != MISSING else []
-        ):
-            s = int(src[idx])
-            stat = stats[s] if s < len(stats) else {}
-            # An ETag changes on every rewrite; a modification time only has one-second
-            # resolution on object stores, so a quick rewrite would slip through it.
-            etag = stat.get("etag")
-            specs.append(
-                icechunk.VirtualChunkSpec(
-                    index=[int(i) for i in idx],
-                    location=vds.sources[s],
-                    offset=int(off[idx]),
-                    length=int(ln[idx]),
-                    etag_checksum=etag,
-                    last_updated_at_checksum=None if etag else _mtime(stat),
-                )
-            )
+        specs = chunk_specs(vds, var)
         if specs:
             failed = store.set_virtual_refs(f"/{name}", specs, validate_containers=True)
             if failed:
