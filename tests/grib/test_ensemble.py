@@ -519,3 +519,20 @@ def test_source_rewritten_after_ingest_is_refused_not_read(tmp_path):
     assert "changed after it was referenced" in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "p.nc").exists()
+
+
+def test_multi_field_message_in_an_index_is_refused(gefs_root, tmp_path):
+    from zarrport.errors import UnsupportedVariableError
+
+    root = _copy_cycle(gefs_root / "gefs.20250101" / "00",
+                       tmp_path / "g" / "gefs.20250101" / "00")
+    idx = root / "atmos/pgrb2sp25/gec00.t00z.pgrb2s.0p25.f006.idx"
+    lines = idx.read_text().splitlines()
+    assert lines[0].startswith("1:0:") and ":APCP:" in lines[0]
+    lines[0] = "1.1" + lines[0][1:]
+    lines.insert(1, "1.2" + lines[0][3:].replace(":APCP:", ":ACPCP:"))
+    idx.write_text("\n".join(lines) + "\n")
+    url = f"file://{root}"
+    with pytest.raises(UnsupportedVariableError, match=r"gec00\.t00z\.pgrb2s\.0p25\.f006: "
+                       r"APCP:surface is field 1 of the multi-field message 1"):
+        GEFSParser().build(url, storage.object_store_registry([url]))

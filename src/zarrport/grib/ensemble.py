@@ -32,6 +32,7 @@ from zarrport.errors import (
     InvalidArgumentError,
     SourceNotFoundError,
     UnrecognizedFormatError,
+    UnsupportedVariableError,
 )
 from zarrport.grib.build import Built, Field, build_dataset, to_manifest_store
 from zarrport.grib.fetch import Entry, Fetcher
@@ -297,7 +298,7 @@ class GEFSParser(_EnsembleParser):
             if e.name != param or e.level != level:
                 continue
             if e.field is not None:
-                raise CorruptSourceError(
+                raise UnsupportedVariableError(
                     f"{url}: {param}:{level} is field {e.field} of the multi-field message "
                     f"{e.message}; multi-field messages are not supported", source=url)
             fc = str(e.keys.get("forecast", ""))
