@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mdtables import tables as md_tables  # tests/mdtables.py
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "bench_batch.py"
 
@@ -39,7 +41,7 @@ def test_quick_batch_benchmark_has_rows_for_all_three_tools(tmp_path: Path) -> N
     assert section.startswith("## Batch: 1,000 yearly files into one dataset")
     assert "shared machine" in section and "nproc" in section
 
-    tables = _tables(section)
+    tables = md_tables(section)
     # wall time: one row per quick size, a time in every tool's column, both ratios
     times = tables["Wall time"]
     assert [r["files"] for r in times] == ["20", "40"]
@@ -77,22 +79,3 @@ def test_quick_batch_benchmark_has_rows_for_all_three_tools(tmp_path: Path) -> N
     assert text.startswith("# Benchmarks\n\nearlier sections\n")
     assert text.count(bench_batch.BEGIN) == 1 and text.count(bench_batch.END) == 1
     assert text.count("## Batch: 1,000 yearly files") == 1
-
-
-def _tables(section: str) -> dict[str, list[dict[str, str]]]:
-    """### heading -> rows of its markdown table as {header: cell}."""
-    out: dict[str, list[dict[str, str]]] = {}
-    heading, header = "", None
-    for line in section.splitlines():
-        if line.startswith("### "):
-            heading, header = line[4:], None
-            out[heading] = []
-        elif line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if header is None:
-                header = cells
-            elif not set(line) <= set("|-: "):
-                out[heading].append(dict(zip(header, cells, strict=True)))
-        else:
-            header = None if not line.strip() else header
-    return out

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mdtables import tables as md_tables  # tests/mdtables.py
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "bench_grib_decode.py"
 PACKINGS = ("simple", "complex", "complex + spatial differencing", "JPEG 2000", "PNG",
@@ -27,7 +29,7 @@ def test_quick_grib_decode_benchmark_has_every_packing(tmp_path: Path) -> None:
     assert section.startswith("## GRIB decoding")
     assert "nproc" in section and "gribberish 0." in section and "eccodes 2." in section
 
-    tables = _tables(section)
+    tables = md_tables(section)
     synthetic = next(rows for heading, rows in tables.items()
                      if heading.startswith("Synthetic"))
     assert [r["packing"] for r in synthetic] == (
@@ -60,22 +62,3 @@ def test_quick_grib_decode_benchmark_has_every_packing(tmp_path: Path) -> None:
     assert text.count("<!-- grib-decode:end -->") == 1
     assert text.count("## GRIB decoding") == 1
     assert section.strip() in text
-
-
-def _tables(section: str) -> dict[str, list[dict[str, str]]]:
-    """### heading -> rows of its markdown table as {header: cell}."""
-    out: dict[str, list[dict[str, str]]] = {}
-    heading, header = "", None
-    for line in section.splitlines():
-        if line.startswith("### "):
-            heading, header = line[4:], None
-            out[heading] = []
-        elif line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if header is None:
-                header = cells
-            elif not set(line) <= set("|-: "):
-                out[heading].append(dict(zip(header, cells, strict=True)))
-        else:
-            header = None if not line.strip() else header
-    return out
