@@ -1,11 +1,20 @@
 # zarrport: `make demo` and `make test` each set up everything on a fresh machine
-# (Python >= 3.11, pip and npm), then run.
+# (CPython 3.12 or 3.13, pip and npm), then run.
 
-PYTHON ?= python3
+# the newest CPython 3.12/3.13 on PATH or under pyenv (scripts/find-python); override with
+# `make PYTHON=/path/to/python3.13`
+PYTHON ?= $(shell scripts/find-python 2>/dev/null)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.zarrport-installed
 NPM_STAMP := node_modules/.zarrport-installed
+
+# a virtualenv left by an older interpreter (zarrport needed 3.11 before) is rebuilt
+ifneq ($(wildcard $(PY)),)
+ifneq ($(shell $(PY) -c 'import sys; print(sys.version_info >= (3, 12))' 2>/dev/null),True)
+$(shell rm -f $(STAMP))
+endif
+endif
 
 .PHONY: install demo test test-fast bench bench-batch bench-grib conformance lint clean
 
@@ -13,7 +22,9 @@ install: $(STAMP) $(NPM_STAMP)
 
 # (re)create the virtualenv and install the project whenever pyproject.toml changes
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON)" || scripts/find-python >/dev/null
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
+		|| { rm -rf $(VENV) && echo "creating $(VENV) with $(PYTHON)" && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[all]"
 	@touch $(STAMP)
@@ -38,6 +49,7 @@ conformance: install
 bench: install
 	$(PY) bench/bench_virtualize.py --out docs/benchmarks.md
 	$(PY) bench/bench_batch.py --write-docs
+	$(PY) bench/bench_icechunk_refs.py --out docs/benchmarks.md
 	$(PY) bench/bench_grib_decode.py --out docs/benchmarks.md
 	$(PY) bench/bench_grib.py --out docs/benchmarks.md
 

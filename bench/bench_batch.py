@@ -14,7 +14,7 @@ Every run of every contender is its own subprocess (fresh interpreter: imports, 
 untimed warm-up on two tiny files, then the timed run), so its peak memory is its own. The
 parent samples the resident set of the subprocess *and all its descendants* (process pools,
 forkservers, dask workers) with psutil every 50 ms and reports the largest sum. Input files
-are synthetic CMIP6-like yearly NetCDF-4 files from :mod:`zarrport.samples`, written once
+are synthetic CMIP6-like yearly NetCDF-4 files from :mod:`zarrport.testing.samples`, written once
 under ``bench/.data/batch/`` and reused. Each output is opened afterwards, independently of
 the tool that wrote it, and checked on a sample of time steps against netCDF4 on the
 original files; a fast but wrong contender is reported as such.
@@ -60,7 +60,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("zarrport") is None:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "src"))
 
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -76,8 +75,10 @@ FIRST_YEAR = 1850
 GRID = (18, 36)  # nlat, nlon
 #: time chunk of the data variable and the bounds: 73 divides the 365 days of a noleap year,
 #: so every file holds exactly 5 whole chunks and the combined array has one regular chunk
-#: grid (a chunk size that leaves a partial last chunk per file cannot be concatenated by
-#: VirtualiZarr, and kerchunk's MultiZarrToZarr then writes an output that fails the check).
+#: grid (a chunk size that leaves a partial last chunk per file: VirtualiZarr's xr.concat
+#: raises, zarr-developers/VirtualiZarr#38; kerchunk's MultiZarrToZarr, fsspec/kerchunk#430, and
+#: VirtualiZarr's Icechunk append read another file's values without error, failing the check.
+#: Checked with kerchunk 0.2.10, virtualizarr 2.8.0).
 TIME_CHUNK = 73
 DAYS = 365  # noleap
 #: workers for every contender that has a process pool (the machine has 2 cores)
@@ -96,7 +97,7 @@ def log(message: str) -> None:
 
 
 def _samples() -> Any:
-    return importlib.import_module("zarrport.samples")
+    return importlib.import_module("zarrport.testing.samples")
 
 
 def archive_dir(data_root: Path) -> Path:
@@ -225,7 +226,8 @@ def _virtualizarr(paths: list[Path], directory: Path, out: Path, parallel: Any) 
         icechunk.VirtualChunkContainer(prefix, icechunk.local_filesystem_store(base)))
     repo = icechunk.Repository.create(
         icechunk.local_filesystem_storage(str(out)), config,
-        authorize_virtual_chunk_access=icechunk.containers_credentials({prefix: None}))
+        authorize_virtual_chunk_access=icechunk.containers_credentials(
+            {prefix: icechunk.credentials.LocalFileSystemAccess}))
     session = repo.writable_session("main")
     vds.vz.to_icechunk(session.store)
     session.commit(f"{len(paths)} yearly files")
@@ -490,7 +492,7 @@ def open_output(path: Path) -> Any:
     prefixes = list((config.virtual_chunk_containers or {}) if config else {})
     repo = icechunk.Repository.open(
         storage, authorize_virtual_chunk_access=icechunk.containers_credentials(
-            dict.fromkeys(prefixes)))
+            dict.fromkeys(prefixes, icechunk.credentials.LocalFileSystemAccess)))
     store = repo.readonly_session(branch="main").store
     return xr.open_zarr(store, consolidated=False, zarr_format=3, **kw)
 
@@ -684,7 +686,7 @@ def render(tools: list[Tool], sizes: Sequence[int], cells: dict[tuple[str, int],
         f"{fmt_load(load[1])}; 1-minute load when each run started: {_load_range(cells)}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- inputs: {info['files']:,} synthetic CMIP6-like daily files from "
-        f"`zarrport.samples.write_cmip6_archive` (noleap calendar, years {FIRST_YEAR}-"
+        f"`zarrport.testing.samples.write_cmip6_archive` (noleap calendar, years {FIRST_YEAR}-"
         f"{FIRST_YEAR + info['files'] - 1}), each `tas[{DAYS}, {GRID[0]}, {GRID[1]}]` float32, "
         f"zlib 4 + shuffle, chunks ({TIME_CHUNK}, {GRID[0]}, {GRID[1]}) = {DAYS // TIME_CHUNK} "
         f"per year, plus `time`, `time_bnds`, `lat(_bnds)`, `lon(_bnds)`, 0-d `height`; "

@@ -13,7 +13,8 @@ Run from the repository root::
 Everything runs in one process, on the same files, each contender first once untimed (first
 call costs) and then timed; times are medians. Inputs are synthetic GEFS cycles in the real
 layout (``gefs.YYYYMMDD/HH/atmos/pgrb2sp25/gepNN.tHHz.pgrb2s.0p25.fFFF`` + wgrib2 ``.idx``)
-from :func:`zarrport.grib.synthetic.make_gefs_cycle` (APCP and 2 m TMP), to which this script
+from :func:`zarrport.testing.grib_synthetic.make_gefs_cycle` (APCP and 2 m TMP), to which this
+script
 adds 68 more instantaneous fields per file (pressure-level HGT/TMP/UGRD/VGRD/RH and
 surface fields, with their ``.idx`` lines) so that every file holds 70 messages, as the real
 ``pgrb2s.0p25`` files do. They are written once under ``bench/.data/grib/`` and reused.
@@ -57,7 +58,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("zarrport") is None:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT / "src"))
 
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -255,7 +255,7 @@ def _pad_file(path: Path, templates: list[tuple[str, str, Any]], member: int,
 def make_cycle(data_dir: Path, members: int, steps: Sequence[int], grid: float) -> Cycle:
     """A GEFS cycle of ``members`` x ``steps`` files on a global ``grid``-degree grid, 70
     messages per file (69 at step 0, which has no APCP); made once, then reused."""
-    from zarrport.grib.synthetic import make_gefs_cycle
+    from zarrport.testing.grib_synthetic import make_gefs_cycle
 
     steps = tuple(steps)
     key = f"gefs-{members}m-{len(steps)}s-{steps[-1]}h-{grid:g}deg-{FILLERS + 2}msg"
@@ -544,7 +544,7 @@ def part_s3(cycle: Cycle, sizes: Sizes, rows: list[Row], work_dir: Path,
     finally:
         sys.path.remove(str(ROOT / "tests"))
     from zarrport.grib.fetch import CONCURRENCY
-    from zarrport.grib.synthetic import upload
+    from zarrport.testing.grib_synthetic import upload
 
     row = Row("s3", "zarrport `GEFSParser.build` over `s3://`", "zarrport",
               f"the same call on `s3://{S3_BUCKET}/gefs.{CYCLE[:8]}/{CYCLE[8:]}`: one "
@@ -669,7 +669,7 @@ def compare(got: Any, want: np.ndarray | None) -> str:
 
 def part_read(cycle: Cycle, sizes: Sizes, rows: list[Row], work_dir: Path) -> dict[str, Any]:
     from zarrport.grib.ingest import ingest_cycle
-    from zarrport.grib.synthetic import gefs_path
+    from zarrport.testing.grib_synthetic import gefs_path
 
     log(f"part 3: regional read, {cycle.members} members x {len(cycle.steps)} steps")
     info: dict[str, Any] = {}

@@ -3,7 +3,7 @@
 
 Two tables: NetCDF (every output format, compared by ``zarrport verify``) and GRIB
 (``GribParser`` through Icechunk and the ManifestStore, compared with ecCodes;
-:mod:`zarrport.grib.conformance`). ``--grib-only`` / ``--netcdf-only`` rerun one part and
+:mod:`zarrport.testing.grib_conformance`). ``--grib-only`` / ``--netcdf-only`` rerun one part and
 keep the other's table as it is in the output file.
 """
 
@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from zarrport.conformance import real_files, run, to_markdown
-from zarrport.grib import conformance as grib
+from zarrport.testing import grib_conformance as grib
 
 
 def _split(text: str) -> tuple[str, str]:

@@ -8,11 +8,16 @@ Helpers live in ``tests/servers.py``. Other fixtures go below, in their own sect
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# S3 clients (boto, s3fs, icechunk, obstore) never ask a cloud metadata endpoint for
+# credentials: every test gives its own, and no traffic leaves 127.0.0.1
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 _TESTS = Path(__file__).resolve().parent
 _SRC = _TESTS.parent / "src"

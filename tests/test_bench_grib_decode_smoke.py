@@ -27,7 +27,7 @@ def test_quick_grib_decode_benchmark_has_every_packing(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     section = proc.stdout
     assert section.startswith("## GRIB decoding")
-    assert "nproc" in section and "gribberish 0." in section and "eccodes 2." in section
+    assert "nproc" in section and "gribberish 1." in section and "eccodes 2." in section
 
     tables = md_tables(section)
     synthetic = next(rows for heading, rows in tables.items()
@@ -40,7 +40,7 @@ def test_quick_grib_decode_benchmark_has_every_packing(tmp_path: Path) -> None:
             assert "WRONG" not in row[column], row
         assert float(row["decode only / faster"]) > 0, row
     results = {r["packing"]: r["gribberish result"] for r in synthetic}
-    assert results["IEEE 32-bit"] == "error" and results["complex"] == "panic"
+    assert results["IEEE 32-bit"] == "error"  # gribberish 1.9 cannot read 5.4
     assert results["simple"] == results["PNG"] == "exact"
 
     per_packing = tables["Decoder per packing (`FASTEST` in `src/zarrport/grib/codec.py`)"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from zarrport.samples import write_cmip6_archive, write_cmip6_year
+from zarrport.testing.samples import write_cmip6_archive, write_cmip6_year
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import xarray as xr
 import zarrport
 from zarrport.errors import SourceNotFoundError, UnrecognizedFormatError
 from zarrport.open import detect
-from zarrport.samples import write_cmip6_year
+from zarrport.testing.samples import write_cmip6_year
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,19 @@ def test_opens_netcdf_files(tmp_path, source, expected):
     expected.to_netcdf(nc3, format="NETCDF3_CLASSIC")
     assert detect(str(nc3)) == "netcdf3"
     check(zarrport.open_dataset(str(nc3)), expected)
+
+
+@pytest.mark.s3
+def test_opens_netcdf_files_on_object_stores(tmp_path, source, expected, s3_server):
+    """Remote NetCDF files are read as file objects: NetCDF-4 by h5netcdf, NetCDF-3 by
+    xarray's scipy engine (scipy is a base dependency for it)."""
+    nc3 = tmp_path / "tas3.nc"
+    expected.to_netcdf(nc3, format="NETCDF3_CLASSIC")
+    s3_server.create_bucket("open-netcdf")
+    for kind, path in (("netcdf4", source), ("netcdf3", nc3)):
+        url = s3_server.put_object("open-netcdf", path.name, path.read_bytes())
+        assert detect(url, s3_server.storage_options) == kind
+        check(zarrport.open_dataset(url, storage_options=s3_server.storage_options), expected)
 
 
 def test_chunks_give_dask_arrays(tmp_path, source):

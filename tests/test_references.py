@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 import zarrport
-from zarrport.samples import write_cmip6_archive
+from zarrport.testing.samples import write_cmip6_archive
 
 SELECTIONS = [
     (slice(None), 3, 5),  # one point's series across every chunk

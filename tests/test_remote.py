@@ -15,8 +15,8 @@ import xarray as xr
 
 from zarrport.errors import OutputExistsError, SourceNotFoundError
 from zarrport.open import detect, open_dataset
-from zarrport.samples import write_cmip6_archive, write_cmip6_year
 from zarrport.storage import stat
+from zarrport.testing.samples import write_cmip6_archive, write_cmip6_year
 from zarrport.verify import verify
 from zarrport.virtual.api import virtualize
 

@@ -1,4 +1,4 @@
-"""Tests for zarrport.samples: the synthetic CMIP6-like files used by demos and benchmarks."""
+"""Tests for zarrport.testing.samples: the synthetic CMIP6-like files of demos and benchmarks."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 import xarray as xr
 
 try:
-    from zarrport import samples
+    from zarrport.testing import samples
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from zarrport import samples
+    from zarrport.testing import samples
 
 SMALL = {"nlat": 8, "nlon": 16}
 

@@ -405,7 +405,11 @@ def test_local_icechunk_virtual_chunks(tmp_path):
     (src / "raw.bin").write_bytes(b"\xff" * 16 + values.tobytes())
     container, creds = icechunk_virtual_container(str(src))
     assert container.url_prefix == f"file://{src}/"
-    assert creds is None
+    # the explicit no-credential sentinel: icechunk 2.3 deprecates None (it would read
+    # credentials from the environment)
+    import icechunk
+
+    assert creds is icechunk.credentials.LocalFileSystemAccess
     storage = icechunk_storage(str(tmp_path / "repo"))
     access = _write_virtual_array(
         storage, container, creds, normalize_url(str(src / "raw.bin")), 16, values.nbytes

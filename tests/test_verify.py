@@ -8,7 +8,7 @@ import pytest
 
 import zarrport
 from zarrport.errors import InvalidArgumentError
-from zarrport.samples import write_cmip6_archive
+from zarrport.testing.samples import write_cmip6_archive
 from zarrport.verify import verify
 
 

@@ -18,12 +18,6 @@ def _hdf5_plugin_path() -> None:
 
 _hdf5_plugin_path()
 
-import warnings as _warnings  # noqa: E402
-
-# zarrport writes HDF5's filters into Zarr v3 metadata as numcodecs codecs on purpose (that
-# is what they are); zarr warns about it on every array, in every worker process.
-_warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
-
 from importlib.metadata import PackageNotFoundError  # noqa: E402
 from importlib.metadata import version as _version  # noqa: E402
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from zarrport.cli.batch import print_summary
     from zarrport.inspect import inspect_source
     from zarrport.pipeline import run_batch
-    from zarrport.samples import write_cmip6_archive
+    from zarrport.testing.samples import write_cmip6_archive
     from zarrport.verify import verify_batch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -107,7 +107,7 @@ def grib_demo(out: Path) -> int:
     exceedance probability computed from it."""
     from zarrport.grib.analyze import exceedance, report, summarize, write
     from zarrport.grib.ingest import ingest_cycle
-    from zarrport.grib.synthetic import make_gefs_cycle
+    from zarrport.testing.grib_synthetic import make_gefs_cycle
 
     t0 = time.perf_counter()
     gefs = out / "gefs"

@@ -103,6 +103,19 @@ class PartialFailureError(ZarrportError):
     code = "partial_failure"
 
 
+class NeedsMigrationError(ZarrportError):
+    """The output is in an older on-disk format that zarrport reads but does not write
+    (an Icechunk 1 repository): ``zarrport migrate`` upgrades it."""
+
+    code = "needs_migration"
+
+
+class MissingExtraError(ZarrportError, ImportError):
+    """The command needs an optional part of zarrport that is not installed."""
+
+    code = "missing_extra"
+
+
 #: Exit status per error code, for the CLI. 0 is success, 1 an unexpected failure.
 EXIT_CODES: dict[str, int] = {
     "zarrport_error": 1,
@@ -119,6 +132,8 @@ EXIT_CODES: dict[str, int] = {
     "verification_failed": 7,
     "storage_error": 8,
     "partial_failure": 9,
+    "needs_migration": 10,
+    "missing_extra": 11,
 }
 
 

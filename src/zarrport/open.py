@@ -192,7 +192,8 @@ def _async_remote(ref_opts: dict[str, Any]) -> None:
     """zarr 3 opens ``reference://`` with ``asynchronous=True``, and fsspec's
     ReferenceFileSystem refuses an async target filesystem (s3fs, adlfs, gcsfs, http) that
     was made synchronous ("target filesystem must have same value of asynchronous"): ask for
-    an asynchronous one. Sync targets (local files) are wrapped by fsspec itself."""
+    an asynchronous one. Sync targets (local files) are wrapped by fsspec itself. (The check
+    came with fsspec/filesystem_spec#1795; checked with fsspec 2026.9.0.)"""
     import fsspec
 
     protocol = ref_opts.get("remote_protocol")

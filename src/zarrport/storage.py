@@ -35,8 +35,9 @@ S3 (s3fs names)
     endpoints are allowed; the region defaults to ``us-east-1`` there. Without key/secret
     and without ``anon`` the libraries' own environment chains are used (``AWS_*``
     variables, instance metadata ...). ``profile`` only works for fsspec (obstore and
-    Icechunk have no profile support): for those it raises :class:`InvalidArgumentError`;
-    set ``AWS_PROFILE``/credentials in the environment instead.
+    Icechunk have no profile support; checked with obstore 0.12.1, icechunk 2.3.0): for those
+    it raises :class:`InvalidArgumentError`; set ``AWS_PROFILE``/credentials in the
+    environment instead.
 Azure Blob (adlfs names)
     ``account_name``, ``account_key``, ``sas_token``, ``connection_string`` (parsed for
     ``AccountName``, ``AccountKey``, ``SharedAccessSignature``, ``BlobEndpoint``,
@@ -45,9 +46,10 @@ Azure Blob (adlfs names)
     ``account_host`` (adlfs: ``https://{account_host}``). Emulators and other non-default
     endpoints: either a ``connection_string`` with ``BlobEndpoint=http://host:port/account``
     (works with adlfs unchanged), or zarrport's ``blob_endpoint="http://host:port/account"``
-    (the full account URL; adlfs's ``account_host`` is https-only, so for fsspec
-    ``blob_endpoint`` is turned into a connection string here). Without a key/SAS/
-    connection string the libraries read the environment (``AZURE_STORAGE_*``).
+    (the full account URL; adlfs's ``account_host`` is https-only, checked with adlfs
+    2026.8.0, so for fsspec ``blob_endpoint`` is turned into a connection string here).
+    Without a key/SAS/connection string the libraries read the environment
+    (``AZURE_STORAGE_*``).
 GCS (gcsfs names; no emulator in the test suite)
     ``token`` (``"anon"`` or a service-account JSON file), ``anon``, ``project``,
     ``endpoint_url``.
@@ -316,6 +318,7 @@ def _s3_settings(opts: Mapping[str, Any], bucket: str | None, *, for_fsspec: boo
     if bool(key) != bool(secret):
         raise InvalidArgumentError("S3 storage options need both 'key' and 'secret' (or neither)")
     if opts.get("profile") and not for_fsspec:
+        # no profile option in obstore or Icechunk (checked with obstore 0.12.1, icechunk 2.3.0)
         raise InvalidArgumentError(
             "storage option 'profile' is only understood by s3fs; obstore and Icechunk cannot "
             "use AWS profiles from options. Set AWS_PROFILE (or key/secret) instead."
@@ -482,7 +485,8 @@ def _fsspec_options(loc: _Location, opts: Mapping[str, Any]) -> dict[str, Any]:
         if loc.account and not out.get("account_name"):
             out["account_name"] = loc.account
         if endpoint and not out.get("connection_string"):
-            # adlfs's account_host is https-only; a connection string carries any endpoint.
+            # adlfs's account_host is https-only (checked with adlfs 2026.8.0); a connection
+            # string carries any endpoint.
             az = _azure_settings(opts, loc)
             parts = [f"BlobEndpoint={endpoint.rstrip('/')}"]
             if az.account:
@@ -507,6 +511,10 @@ def _fsspec_protocol(loc: _Location) -> str:
     return {"file": "file", "s3": "s3", "gs": "gcs", "az": "az"}.get(loc.scheme, loc.scheme)
 
 
+#: fsspec protocols whose implementation comes with the [cloud] extra
+_CLOUD_MODULES = {"s3": "s3fs", "az": "adlfs", "abfs": "adlfs"}
+
+
 def filesystem(
     url: str, storage_options: dict | None = None
 ) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -518,10 +526,15 @@ def filesystem(
     import fsspec
 
     loc = _locate(url)
+    protocol = _fsspec_protocol(loc)
+    if protocol in _CLOUD_MODULES:
+        from zarrport.extras import require
+
+        require("cloud", _CLOUD_MODULES[protocol], what=f"{loc.scheme}:// ({loc.url})")
     opts = _check_options(storage_options)
     fs_opts = _fsspec_options(loc, opts)
     try:
-        fs = fsspec.filesystem(_fsspec_protocol(loc), **fs_opts)
+        fs = fsspec.filesystem(protocol, **fs_opts)
     except ImportError as e:
         raise InvalidArgumentError(
             f"cannot open {loc.url}: the fsspec implementation for {loc.scheme}:// is not "
@@ -950,10 +963,11 @@ def icechunk_virtual_container(
         # ... and pass the same ``access`` to Repository.open(...)
 
     ``creds`` is an Icechunk credential (``S3Credentials.*``, ``AzureCredentials.*``,
-    ``GcsCredentials.*``) or ``None`` for local and HTTP containers; passing ``None`` in
-    ``containers_credentials`` still authorizes the container. Azure containers work in
-    Icechunk 1.1 (object_store backend; tested against Azurite); Icechunk reads the container
-    from the chunk URL's host, so references must be ``az://container/path``.
+    ``GcsCredentials.*``), or the explicit no-credential sentinels ``LocalFileSystemAccess``
+    / ``HttpAccess`` for local and HTTP containers (icechunk 2.3 deprecates ``None`` there:
+    it would read credentials from the environment). Azure containers work through
+    Icechunk's object_store backend (tested against Azurite, icechunk 2.3.0); Icechunk reads
+    the container from the chunk URL's host, so references must be ``az://container/path``.
     """
     import icechunk
 
@@ -965,11 +979,14 @@ def icechunk_virtual_container(
         if loc.scheme == "file":
             directory = loc.path.rstrip("/") or "/"
             if directory == "/":
+                # icechunk 2.3.0: "Url prefix for file:// containers must include a path"
+                # (related earth-mover/icechunk#1416)
                 raise InvalidArgumentError(
                     "Icechunk needs a directory in file:// virtual chunk prefixes (not file:///)"
                 )
             store = icechunk.local_filesystem_store(directory)
-            return icechunk.VirtualChunkContainer(f"file://{directory}/", store), None
+            return (icechunk.VirtualChunkContainer(f"file://{directory}/", store),
+                    icechunk.credentials.LocalFileSystemAccess)
         prefix = _container_prefix(loc)
         if loc.scheme == "s3":
             s3 = _s3_settings(opts, loc.bucket, for_fsspec=False)
@@ -1013,7 +1030,8 @@ def icechunk_virtual_container(
                 creds = icechunk.gcs_from_env_credentials()
             return icechunk.VirtualChunkContainer(prefix, store), creds
         # http(s)
-        return icechunk.VirtualChunkContainer(prefix, icechunk.ObjectStoreConfig.Http({})), None
+        return (icechunk.VirtualChunkContainer(prefix, icechunk.ObjectStoreConfig.Http({})),
+                icechunk.credentials.HttpAccess)
     except InvalidArgumentError:
         raise
     except Exception as e:

@@ -72,6 +72,7 @@ def _values_equal(a: np.ndarray, b: np.ndarray, packed: bool) -> tuple[bool, str
     if a.dtype != b.dtype:
         # CF packing with float32 scale_factor/add_offset: netCDF4 decodes to float32, a Zarr
         # reader to float64 (JSON attributes carry no float32). Compare at float32.
+        # (pydata/xarray#10361; checked with xarray 2026.9.0)
         if packed and a.dtype == np.float32 and b.dtype == np.float64:
             # float32 arithmetic rounds at the scale of the largest term, so the
             # tolerance is float32 epsilon times the magnitude of the decoded values
@@ -117,7 +118,8 @@ def _attr_equal(x: Any, y: Any) -> bool:
 
 def _kept_by_zarr(name: str) -> bool:
     # xarray's Zarr backend drops every attribute whose name starts with "_nc" (it takes
-    # them for NCZarr bookkeeping), so no Zarr store can show them to xarray users.
+    # them for NCZarr bookkeeping), so a Zarr store cannot show them to xarray users
+    # (pydata/xarray#6420: v2 arrays and groups; checked with xarray 2026.9.0).
     return not name.lower().startswith("_nc")
 
 

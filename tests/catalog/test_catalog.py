@@ -35,7 +35,7 @@ from zarrport.errors import (
     UnrecognizedFormatError,
     VerificationError,
 )
-from zarrport.samples import write_cmip6_archive
+from zarrport.testing.samples import write_cmip6_archive
 
 YEARS = range(2015, 2018)
 

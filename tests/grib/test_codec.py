@@ -110,6 +110,15 @@ def reference(h: int) -> np.ndarray:
     return values
 
 
+def message_reference(message: bytes) -> np.ndarray:
+    """:func:`reference` of one message's bytes."""
+    h = eccodes.codes_new_from_message(message)
+    try:
+        return reference(h)
+    finally:
+        eccodes.codes_release(h)
+
+
 def first_message(name: str) -> bytes:
     return next(iter_messages(REAL / name)).message
 
@@ -353,28 +362,64 @@ def test_arrange_is_layout_apply(transpose: bool, flip_rows: bool, flip_cols: bo
 # ------------------------------------------------------------------- gribberish safety
 
 
+def _signed_ccsds() -> bytes:
+    """An eccodes-written CCSDS field with libaec's "signed samples" flag set: gribberish
+    1.9.0 panics on it (TryFromIntError), eccodes decodes it."""
+    rng = np.random.default_rng(1)
+    message = bytearray(make_message(rng.normal(280, 5, (19, 36)), packing="grid_ccsds",
+                                     bits=12, **global_grid(36, 19, 0.0, 350.0,
+                                                            north_first=True)))
+    message[grib2_sections(bytes(message))[5][0] + 21] |= 1
+    return bytes(message)
+
+
 def test_gribberish_panic_falls_back_to_eccodes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """cfgrib_ds.waveh.5.grib (complex packing 5.2 with missing value management) makes
-    gribberish panic -- a pyo3 PanicException, a BaseException -- yet decoder="gribberish"
-    gives eccodes' values, whether the panic is foreseen or has to be caught."""
+    """A CCSDS field with signed samples makes gribberish panic -- a pyo3 PanicException, a
+    BaseException -- yet decoder="gribberish" gives eccodes' values, whether the panic is
+    foreseen or has to be caught."""
     import gribberish
 
-    message = first_message("cfgrib_ds.waveh.5.grib")
+    message = _signed_ccsds()
     with pytest.raises(BaseException) as err:
         gribberish.parse_grib_array(message, 0)
     assert type(err.value).__name__ == "PanicException"
     assert not isinstance(err.value, Exception)
     layout = storage_layout(message)
-    h = eccodes.codes_new_from_message(message)
-    try:
-        want = reference(h)
-    finally:
-        eccodes.codes_release(h)
-    assert gribberish_unsuitable(message)  # foreseen: not even tried
+    want = message_reference(message)
+    assert "signed samples" in (gribberish_unsuitable(message) or "")
     np.testing.assert_array_equal(decode(message, layout, "gribberish").ravel(), want)
     # the safety net: with the rules off, the panic itself is caught
     monkeypatch.setattr(codec_module, "_unsuitable", lambda _s5: None)
     np.testing.assert_array_equal(decode(message, layout, "gribberish").ravel(), want)
+
+
+def test_gribberish_integer_overflow_falls_back_to_eccodes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """gribberish 1.9.0 rebuilds 5.2/5.3 values in 32-bit integers, which wrap to large
+    negative values past 2**31 (a g2c-written ramp to 2**31 + 2**20; ecCodes cannot write
+    one). A value below R * 10**-D is impossible, so such a decode goes to eccodes."""
+    import gribberish
+
+    rng = np.random.default_rng(2)
+    for packing_name in ("grid_complex", "grid_complex_spatial_differencing"):
+        message = make_message(rng.normal(280, 5, (19, 36)), packing=packing_name, bits=16,
+                               **global_grid(36, 19, 0.0, 350.0, north_first=True))
+        layout = storage_layout(message)
+        want = message_reference(message)
+        real = gribberish.parse_grib_array
+        np.testing.assert_array_equal(decode(message, layout, "gribberish").ravel(), want)
+
+        def wrapped(msg, index, real=real):
+            values = np.array(real(msg, index), dtype=np.float64)
+            values[10] = -2147457024.0  # what the overflow gives
+            return values
+
+        monkeypatch.setattr(gribberish, "parse_grib_array", wrapped)
+        with pytest.raises(ValueError, match="below the reference value"):
+            codec_module._gribberish(message, layout, np.float64)
+        np.testing.assert_array_equal(decode(message, layout, "gribberish").ravel(), want)
+        np.testing.assert_array_equal(decode(message, layout, "auto").ravel(), want)
+        monkeypatch.setattr(gribberish, "parse_grib_array", real)
 
 
 @pytest.mark.parametrize("precision", [1, 2], ids=["ieee32", "ieee64"])
@@ -431,7 +476,8 @@ def test_auto_picks_the_decoder_by_packing_and_size(monkeypatch: pytest.MonkeyPa
         return make_message(values, packing=packing, bits=16, bitmap=bitmap,
                             **global_grid(ni, nj, 0.0, 360.0 - 360.0 / ni, north_first=True))
 
-    for template, packing in ((0, "grid_simple"), (3, "grid_complex_spatial_differencing"),
+    for template, packing in ((0, "grid_simple"), (2, "grid_complex"),
+                              (3, "grid_complex_spatial_differencing"),
                               (40, "grid_jpeg"), (41, "grid_png"), (42, "grid_ccsds")):
         limit = codec_module.GRIBBERISH_UP_TO.get(template, 0)
         for bitmap in (False, True):
@@ -441,25 +487,24 @@ def test_auto_picks_the_decoder_by_packing_and_size(monkeypatch: pytest.MonkeyPa
                 "gribberish" if 181 * 360 <= limit else big), (packing, bitmap)
         if packing != "grid_png":  # eccodes cannot write a PNG that small
             assert picks(field(packing, 10, 18)) == ("gribberish" if 180 <= limit else big)
-    assert picks(field("grid_complex", 10, 18)) == "eccodes"  # gribberish panics on 5.2
     assert picks(field("grid_ieee", 10, 18)) == "eccodes"
     assert picks(first_message("cfgrib_regular_ll_sfc.grib")) == "eccodes"  # GRIB1
     constant = make_message(np.full((10, 18), 273.15), packing="grid_simple",
                             **global_grid(18, 10, 0.0, 340.0, north_first=True))
-    assert picks(constant) == "eccodes"
+    assert picks(constant) == "gribberish"  # exact on constant fields since gribberish 1.x
+    assert picks(_signed_ccsds()) == "eccodes"  # gribberish_unsuitable: it would panic
 
 
 @pytest.mark.parametrize("name, why", [
-    ("gribberish_s2s-pdt12-pdt107-anomaly.grib2", "constant field"),
-    ("eccodes_samples_ccsds_grib2.tmpl", "constant field"),
-    ("kerchunk_CMC_reg_DEPR_ISBL_10_ps10km_2022072000_P000.grib2", "constant field"),
-    ("pygrib_dspr.temp.bin", "missing value management"),
     ("pygrib_flux.grb", "decimal scale factor 6"),
-    ("cfgrib_ds.waveh.5.grib", "template 5.2"),
 ])
 def test_gribberish_is_kept_off_the_messages_it_gets_wrong(name: str, why: str) -> None:
-    """Each rule of gribberish_unsuitable guards a real mismatch. If this fails because
-    gribberish now agrees with eccodes, the rule can go."""
+    """Each rule of gribberish_unsuitable that a real file triggers guards a real mismatch.
+    If this fails because gribberish now agrees with eccodes, the rule can go. (The rules
+    gribberish 1.x made unnecessary -- constant fields, missing value management, template
+    5.2 -- went with this test failing on gribberish_s2s-pdt12-pdt107-anomaly.grib2,
+    eccodes_samples_ccsds_grib2.tmpl, kerchunk_CMC_reg_DEPR_ISBL_10_ps10km_2022072000_P000,
+    pygrib_dspr.temp.bin and cfgrib_ds.waveh.5.grib; they stay in the conformance run.)"""
     import gribberish
 
     for m in iter_messages(REAL / name):
@@ -480,8 +525,9 @@ def test_gribberish_is_kept_off_the_messages_it_gets_wrong(name: str, why: str) 
 @pytest.mark.parametrize("packing, bits, shapes", [
     ("grid_simple", (1, 2, 7, 8, 12, 16, 17, 24, 31), ((7, 9), (19, 36))),
     ("grid_complex_spatial_differencing", (2, 4, 8, 12, 16, 24), ((3, 4), (7, 9), (19, 36))),
+    ("grid_complex", (2, 4, 8, 12, 16, 24), ((3, 4), (7, 9), (19, 36))),
     ("grid_jpeg", (1, 3, 8, 12, 16, 24), ((7, 9), (19, 36))),
-    ("grid_png", (8, 12, 16, 24), ((73, 144),)),  # eccodes' PNG fails on smaller fields
+    ("grid_png", (1, 4, 8, 12, 16, 24, 32), ((73, 144),)),  # eccodes' PNG fails on smaller fields
     ("grid_ccsds", (1, 2, 4, 5, 8, 12, 16, 17, 24, 32), ((7, 9), (19, 36))),
 ])
 def test_gribberish_rules_hold_on_eccodes_written_fields(packing: str, bits: tuple[int, ...],

@@ -24,7 +24,7 @@ from zarrport.errors import CorruptSourceError, IncompatibleSourcesError, Source
 from zarrport.grib import ECMWFParser, GEFSParser
 from zarrport.grib.analyze import exceedance
 from zarrport.grib.ingest import ingest_cycle
-from zarrport.grib.synthetic import make_ecmwf_cycle, make_gefs_cycle, upload
+from zarrport.testing.grib_synthetic import make_ecmwf_cycle, make_gefs_cycle, upload
 
 STEPS = tuple(range(0, 25, 3))  # GEFS: 0, 3, ... 24
 HOUR = np.timedelta64(1, "h")

@@ -3,7 +3,7 @@ value equal to ecCodes' decoding, or is refused with a typed error naming the re
 
 The files are checked once per session, each in its own process (a segfault or a hang is
 a failure of that file, not of the run), as many at a time as there are CPUs; each test
-then asserts one file's outcome. See :mod:`zarrport.grib.conformance` for the oracle.
+then asserts one file's outcome. See :mod:`zarrport.testing.grib_conformance` for the oracle.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from zarrport import errors
-from zarrport.grib.conformance import (
+from zarrport.testing.grib_conformance import (
     GribOutcome,
     Oracle,
     check_isolated,

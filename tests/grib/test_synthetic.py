@@ -1,4 +1,4 @@
-"""zarrport.grib.synthetic: GEFS and ECMWF open-data cycles, checked with ecCodes."""
+"""zarrport.testing.grib_synthetic: GEFS and ECMWF open-data cycles, checked with ecCodes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from zarrport.grib import parse_index
-from zarrport.grib.synthetic import (
+from zarrport.testing.grib_synthetic import (
     PACKINGS,
     Grid,
     ecmwf_index_path,

@@ -21,7 +21,7 @@ from zarrport.errors import InvalidArgumentError, OutputNotWritableError, Storag
 from zarrport.pipeline import Ledger, run_batch
 from zarrport.pipeline.batch import is_transient
 from zarrport.pipeline.collections import CollectionPattern
-from zarrport.samples import cmip6_filename, write_cmip6_archive, write_cmip6_year
+from zarrport.testing.samples import cmip6_filename, write_cmip6_archive, write_cmip6_year
 from zarrport.verify import verify_batch
 
 CMIP6 = "{variable}_{freq}_{model}_{scenario}_{member}_{grid}_{years}.nc"

@@ -13,7 +13,7 @@ import pytest
 
 import zarrport
 from zarrport.pipeline import run_batch
-from zarrport.samples import write_cmip6_archive, write_cmip6_year
+from zarrport.testing.samples import write_cmip6_archive, write_cmip6_year
 from zarrport.verify import verify_batch
 
 SMALL = {"nlat": 6, "nlon": 12, "time_chunk": 73}

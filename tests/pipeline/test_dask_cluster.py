@@ -16,7 +16,7 @@ from _batch_helpers import (
 
 from zarrport.pipeline import run_batch
 from zarrport.pipeline.ledger import Ledger
-from zarrport.samples import write_cmip6_archive
+from zarrport.testing.samples import write_cmip6_archive
 
 #: tas at 6 x 12 is ~105 kB a year: referenced (not inlined), 5 chunks per file.
 SAMPLE = {"nlat": 6, "nlon": 12, "time_chunk": 73}

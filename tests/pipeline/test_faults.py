@@ -22,7 +22,7 @@ from _batch_helpers import (
 from faultproxy import FaultProxy
 from zarrport.pipeline import run_batch
 from zarrport.pipeline.ledger import Ledger
-from zarrport.samples import write_cmip6_archive
+from zarrport.testing.samples import write_cmip6_archive
 
 pytestmark = pytest.mark.s3
 

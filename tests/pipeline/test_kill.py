@@ -32,7 +32,7 @@ from _batch_helpers import (
 )
 
 from zarrport.pipeline.ledger import Ledger
-from zarrport.samples import write_cmip6_archive
+from zarrport.testing.samples import write_cmip6_archive
 
 ZARRPORT = Path(sys.executable).parent / "zarrport"
 SAMPLE = {"nlat": 4, "nlon": 8, "time_chunk": 73}

@@ -17,7 +17,7 @@ import numpy as np
 
 import zarrport
 from zarrport.pipeline.watch import watch
-from zarrport.samples import write_cmip6_archive
+from zarrport.testing.samples import write_cmip6_archive
 
 ZARRPORT = str(Path(sys.executable).parent / "zarrport")
 SMALL = {"nlat": 4, "nlon": 8, "time_chunk": 73}

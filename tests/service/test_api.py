@@ -25,9 +25,9 @@ with warnings.catch_warnings():  # Starlette >= 1.x warns that httpx is deprecat
 import zarrport
 from servers import ManagedProcess, free_port
 from zarrport.errors import EXIT_CODES, InvalidArgumentError
-from zarrport.samples import write_cmip6_year
 from zarrport.service import HTTP_STATUS, ServiceSettings, create_app
 from zarrport.service.references import reference_url
+from zarrport.testing.samples import write_cmip6_year
 
 TOKEN = "test-token-" + "x" * 24
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

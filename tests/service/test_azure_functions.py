@@ -16,7 +16,7 @@ import pytest
 import xarray as xr
 
 import zarrport
-from zarrport.samples import write_cmip6_year
+from zarrport.testing.samples import write_cmip6_year
 
 pytestmark = pytest.mark.azure
 

@@ -22,7 +22,7 @@ from zarrport.errors import (
     MisalignedChunksError,
     UnsupportedVariableError,
 )
-from zarrport.samples import write_cmip6_archive, write_cmip6_year
+from zarrport.testing.samples import write_cmip6_archive, write_cmip6_year
 from zarrport.verify import compare_datasets, verify
 from zarrport.virtual.api import build, write
 from zarrport.virtual.parse import ParseOptions, parse_source

@@ -11,9 +11,17 @@ def describe(url: str, storage_options: dict | None) -> dict:
 
     kind = detect(url, storage_options)
     ds = open_dataset(url, storage_options=storage_options)
+    extra = {}
+    if kind == "icechunk":
+        from zarrport import storage
+        from zarrport.virtual.icechunk import spec_version
+
+        extra["icechunk_spec_version"] = spec_version(storage.normalize_url(url),
+                                                      storage_options)
     return {
         "url": url,
         "kind": kind,
+        **extra,
         "dims": {str(k): int(v) for k, v in ds.sizes.items()},
         "coords": [str(c) for c in ds.coords],
         "data_vars": {
@@ -44,5 +52,13 @@ def info_command(url: str, storage_options: tuple[str, ...], as_json: bool) -> N
     if as_json:
         echo_json(describe(url, opts))
         return
-    click.echo(f"{url}: {detect(url, opts)}")
+    kind = detect(url, opts)
+    if kind == "icechunk":
+        from zarrport import storage
+        from zarrport.virtual.icechunk import spec_version
+
+        version = spec_version(storage.normalize_url(url), opts)
+        kind = f"icechunk (Icechunk {version}" + (
+            ": read-only for zarrport; `zarrport migrate` upgrades it)" if version < 2 else ")")
+    click.echo(f"{url}: {kind}")
     click.echo(str(open_dataset(url, storage_options=opts)))

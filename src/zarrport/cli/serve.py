@@ -32,6 +32,9 @@ def serve_command(host: str, port: int, log_level: str) -> None:
       curl -H 'Authorization: Bearer secret' -d '{"url": "data/tas.nc"}' \\
           -H 'Content-Type: application/json' http://127.0.0.1:8000/api/references
     """
+    from zarrport.extras import require
+
+    require("serve", what="zarrport serve")
     from zarrport.service.settings import ServiceSettings
 
     settings = ServiceSettings.from_env()  # a missing variable: one line, non-zero exit

@@ -239,7 +239,8 @@ def compute(result: xr.Dataset) -> xr.Dataset:
         return result.compute()
     except icechunk.IcechunkError as e:
         text = str(e)
-        # Icechunk's report wraps long lines ("\n  | "): a URL holds no whitespace or "|"
+        # Icechunk names the changed source on one line (checked with icechunk 2.3.0);
+        # a URL holds no whitespace or "|", so stripping them is harmless
         m = re.search(r"has changed \(([^)]*)\)", text)
         if m:
             url = re.sub(r"[\s|]+", "", m.group(1))

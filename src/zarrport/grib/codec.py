@@ -56,7 +56,7 @@ DECODERS = ("auto", "eccodes", "gribberish")
 #: Not listed: eccodes.
 FASTEST: dict[int, str] = {
     0: "eccodes",      # simple packing: gribberish 2x slower
-    2: "eccodes",      # complex packing: gribberish panics on it
+    2: "eccodes",      # complex packing: gribberish 2x slower
     3: "eccodes",      # complex packing with spatial differencing: gribberish 3x slower
     4: "eccodes",      # IEEE floating point: gribberish cannot read it
     40: "eccodes",     # JPEG 2000: both spend their time in OpenJPEG, a tie
@@ -74,13 +74,18 @@ FASTEST_WITH_BITMAP: dict[int, str] = {}
 #: borderline or slower). eccodes spends ~0.3 ms on every message before it decodes a
 #: value, gribberish next to nothing, so small fields go to gribberish even where eccodes
 #: decodes faster per value.
-GRIBBERISH_UP_TO: dict[int, int] = {0: 29_040, 3: 10_512, 40: 10_512, 42: 65_160}
+#: Re-measured with gribberish 1.9.0 / ecCodes 2.50 (gribberish / eccodes time at 10,512,
+#: 29,040, 65,160 points: 5.0 0.22, 0.50, 0.98; 5.2 0.52, 1.01, -; 5.3 0.36, 0.84, 1.17;
+#: 5.40 0.76, 0.88, 0.93; 5.42 0.30, 0.59, 0.85): the limits below still hold; 5.2 joins.
+GRIBBERISH_UP_TO: dict[int, int] = {0: 29_040, 2: 10_512, 3: 10_512, 40: 10_512,
+                                    42: 65_160}
 
 #: templates on which gribberish matches eccodes bit for bit (apart from the messages
-#: :func:`gribberish_unsuitable` singles out). Not 2: gribberish's complex packing (without
-#: spatial differencing) panics as soon as a field has more than a couple of groups
-#: (cfgrib_ds.waveh.5.grib, any eccodes-written 5.2 field). Not 4 (IEEE): it refuses it.
-GRIBBERISH_TEMPLATES = frozenset({0, 3, 40, 41, 42})
+#: :func:`gribberish_unsuitable` singles out), checked with gribberish 1.9.0 on every real
+#: GRIB2 message and ~60,000 fields written by ecCodes 2.50 and NCEP g2c 1.7. 5.2 joined
+#: with gribberish 1.x (0.30 panicked on it). Not 4 (IEEE): gribberish 1.9.0 still raises
+#: "Failed to unpack the data representation template".
+GRIBBERISH_TEMPLATES = frozenset({0, 2, 3, 40, 41, 42})
 
 
 class Packing(NamedTuple):
@@ -102,9 +107,11 @@ class Packing(NamedTuple):
     length_bits: int = 0
     #: CCSDS (5.42): libaec flags
     ccsds_flags: int = 0
+    #: reference value R (the packed minimum: every value is >= R * 10**-D)
+    reference: float = 0.0
 
 
-_U16, _U32, _U64 = (struct.Struct(f">{c}").unpack_from for c in "HIQ")
+_U16, _U32, _U64, _F32 = (struct.Struct(f">{c}").unpack_from for c in "HIQf")
 
 
 def grib2_sections(message: bytes) -> dict[int, tuple[int, int]] | None:
@@ -148,15 +155,17 @@ def packing(message: bytes) -> Packing | None:
     decimal = -(d & 0x7FFF) if d & 0x8000 else d  # GRIB2 signs are sign-magnitude
     bits = message[pos + 19]
     bitmap = message[sections[6][0] + 5] != 255  # 255: no bitmap
+    reference = _F32(message, pos + 11)[0]
     if template in (2, 3):
-        if length < 47:  # truncated: marked as missing value management, never gribberish's
+        if length < 47:  # truncated: never gribberish's
             return Packing(template, -1, decimal, bitmap, 1)
         return Packing(template, bits, decimal, bitmap, message[pos + 22],
                        _U32(message, pos + 31)[0], message[pos + 35], message[pos + 36],
-                       message[pos + 46])
+                       message[pos + 46], reference=reference)
     if template == 42 and length >= 22:
-        return Packing(template, bits, decimal, bitmap, ccsds_flags=message[pos + 21])
-    return Packing(template, bits, decimal, bitmap)
+        return Packing(template, bits, decimal, bitmap, ccsds_flags=message[pos + 21],
+                       reference=reference)
+    return Packing(template, bits, decimal, bitmap, reference=reference)
 
 
 def packing_template(message: bytes) -> int | None:
@@ -194,21 +203,25 @@ def _rust_powi(a: float, b: int) -> float:
 def gribberish_unsuitable(message: bytes) -> str | None:
     """Why gribberish would not give eccodes' values for this message, or None.
 
-    Each rule is a mismatch found on real files or on eccodes-written fields
-    (tests/grib/test_codec.py), for gribberish 0.30:
+    Each rule is a mismatch found on real files or on fields written by ecCodes and NCEP
+    g2c (tests/grib/test_codec.py), re-checked with gribberish 1.9.0 and ecCodes 2.50 (no
+    upstream issue found for any of them):
 
-    * simple, JPEG, PNG, CCSDS with 0 bits per value (a constant field): gribberish returns
-      zeros and ignores the bitmap, eccodes the reference value
-      (gribberish_s2s-pdt12-pdt107-anomaly.grib2, eccodes_samples_ccsds_grib2.tmpl,
-      kerchunk_CMC_reg_DEPR_ISBL_10_ps10km_2022072000_P000.grib2);
-    * complex packing with missing value management: gribberish ignores it and returns
-      garbage around the missing points (pygrib_dspr.temp.bin);
-    * complex packing whose group widths (or lengths) are coded with 0 bits: gribberish
-      takes every width as 0 instead of the reference width (small or smooth fields);
-    * PNG other than 16 bits: gribberish panics (1-14 bits) or misreads (17-32 bits);
-    * CCSDS outside 5-16 bits or with signed samples: wrong values, errors or panics;
+    * PNG with 0 bits per value: ecCodes writes such messages with PNG data in section 7
+      and returns the reference value everywhere, gribberish decodes the PNG (other
+      constant fields match since gribberish 1.x; 0.30 returned zeros);
+    * complex packing whose group lengths are coded with 0 bits, over several groups:
+      gribberish returns NaN where the lengths do not add up (g2c-written 5.2 fields);
+    * CCSDS outside 5-24 bits or with signed samples: wrong values, errors or panics
+      (1-4 bits wrong, 25-32 bits off by ~1e-8 relative, signed samples panic);
     * a decimal scale factor where eccodes' 10**-D (repeated division) and gribberish's
       (powi) differ in the last bit, D >= 6: values differ by one ulp (pygrib_flux.grb).
+
+    Dropped with gribberish 1.x, each re-checked on every real message and the written
+    fields: constant simple/JPEG/CCSDS fields, complex packing with missing value
+    management (types 1 and 2), 0-bit group widths, PNG at other than 16 bits, and 5.2
+    as a whole (0.30 panicked on it). A 5.2/5.3 decode that overflows gribberish's 32-bit
+    integers is caught after decoding (:func:`_gribberish`), as no header shows it.
     """
     return _unsuitable(packing(message))
 
@@ -218,19 +231,16 @@ def _unsuitable(p: Packing | None) -> str | None:
         return "not one well-formed GRIB2 message"
     if p.template not in GRIBBERISH_TEMPLATES:
         return f"gribberish does not decode data representation template 5.{p.template}"
-    if p.template == 3:
-        if p.missing_management:
-            return "complex packing with missing value management: gribberish ignores it"
-        if (p.width_bits == 0 and p.width_reference) or (
-                p.length_bits == 0 and p.groups > 1):
-            return "complex packing with 0-bit group widths or lengths: gribberish misreads it"
-    elif p.bits <= 0:
-        return "constant field (0 bits per value): gribberish returns zeros"
-    if p.template == 41 and p.bits != 16:
-        return f"PNG at {p.bits} bits: gribberish reads only 16-bit PNG right"
-    if p.template == 42 and (not 5 <= p.bits <= 16 or p.ccsds_flags & 1):
+    if p.template in (2, 3):
+        if p.bits < 0:
+            return "complex packing section too short"
+        if p.length_bits == 0 and p.groups > 1:
+            return "complex packing with 0-bit group lengths: gribberish may misread it"
+    if p.template == 41 and p.bits <= 0:
+        return "PNG with 0 bits per value: gribberish decodes the PNG, eccodes R"
+    if p.template == 42 and (not (p.bits == 0 or 5 <= p.bits <= 24) or p.ccsds_flags & 1):
         return (f"CCSDS at {p.bits} bits, flags {p.ccsds_flags}: gribberish reads only "
-                "5-16 bit unsigned samples right")
+                "constant fields and 5-24 bit unsigned samples right")
     if not _same_decimal_scale(p.decimal_scale):
         return f"decimal scale factor {p.decimal_scale}: gribberish rounds 10**-D differently"
     return None
@@ -310,7 +320,23 @@ def _gribberish(message: bytes, layout: Layout, dtype: Any) -> np.ndarray:
     values = np.asarray(gribberish.parse_grib_array(message, 0), dtype=np.float64)
     if values.size != layout.rows * layout.cols:
         raise ValueError(f"gribberish gave {values.size} values")
+    _check_not_below_reference(message, values)
     return arrange(values, layout, dtype)
+
+
+def _check_not_below_reference(message: bytes, values: np.ndarray) -> None:
+    """Complex packing (5.2, 5.3): gribberish 1.9.0 rebuilds spatially differenced values
+    in 32-bit integers, which wrap past 2**31 to large negative values (a g2c-written ramp
+    to 2**31 + 2**20 gives -2147457024; nothing in the header shows it). Packed integers
+    are never negative, so every true value is >= R * 10**-D: a value below it is
+    gribberish's error, and the message goes to eccodes."""
+    p = packing(message)
+    if p is None or p.template not in (2, 3) or not values.size:
+        return
+    low = float(np.nanmin(values)) if not np.isnan(values).all() else None
+    floor = p.reference * _eccodes_power(-p.decimal_scale, 10)
+    if low is not None and low < floor - abs(floor) * 1e-6 - 1e-300:
+        raise ValueError(f"gribberish gave {low}, below the reference value {floor}")
 
 
 def decode(message: bytes, layout: Layout, decoder: str = "auto",

@@ -11,14 +11,12 @@ import asyncio
 import os
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from zarrport.errors import SourceNotFoundError, StorageError
 
 #: requests in flight at once against an object store
 CONCURRENCY = 64
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,7 @@ class Entry:
         return {"url": self.url, "size": self.size, "etag": self.etag, "mtime": self.mtime}
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
+def run[T](coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion, also from inside a running event loop (Jupyter)."""
     try:
         asyncio.get_running_loop()

@@ -182,7 +182,7 @@ def _append(built: Built, repo_url: str, init: np.datetime64, kind: str, result:
             output_storage_options: dict | None) -> str | None:
     import zarr
 
-    from zarrport.virtual.icechunk import chunk_specs
+    from zarrport.virtual.icechunk import set_virtual_refs
 
     vds = built.dataset
     repo = _open_repo(repo_url, output_storage_options, storage_options, prefixes)
@@ -208,13 +208,7 @@ def _append(built: Built, repo_url: str, init: np.datetime64, kind: str, result:
             continue
         arr = root[name]
         arr.resize((n + 1,) + tuple(arr.shape[1:]))
-        specs = chunk_specs(vds, var, first_index=n)
-        if specs:
-            failed = session.store.set_virtual_refs(f"/{name}", specs, validate_containers=True)
-            if failed:
-                raise IncompatibleSourcesError(
-                    f"{name}: {len(failed)} references outside the repository's virtual chunk "
-                    "containers", source=repo_url)
+        set_virtual_refs(session.store, name, vds, var, first_index=n)
     times = root["init_time"]
     times.resize((n + 1,))
     times[n] = new

@@ -23,7 +23,8 @@ How a file is read
    it silently drops every message it cannot parse (0 of 168 in a GRIB1 UKMO file, of 1 in
    a rotated or space-view GRIB2 file), keys its result by name so duplicates collapse,
    panics on some grids (``OblateM``), and names parameters from NCEP tables (ECMWF's
-   ``tp`` is "CFRZR"). Names and coordinates here always come from ecCodes.
+   ``tp`` is "CFRZR"); checked with gribberish 1.9.0, no upstream issue found. Names and
+   coordinates here always come from ecCodes.
 3. **One grid per distinct grid section** (:func:`~zarrport.grib.grid.grid_from_handle`, one
    message each); grids whose layout and coordinates are equal are merged (a GRIB1 and a
    GRIB2 message on the same grid share ``latitude``/``longitude``).

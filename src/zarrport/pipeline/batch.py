@@ -343,6 +343,9 @@ def _dask_client(scheduler: Any) -> Iterator[Any]:
     if scheduler is None:
         yield None
         return
+    from zarrport.extras import require
+
+    require("dask", what="a batch on a Dask scheduler")
     from distributed import Client
 
     if isinstance(scheduler, Client):

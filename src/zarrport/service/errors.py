@@ -47,6 +47,8 @@ HTTP_STATUS: dict[str, int] = {
     "partial_failure": 422,  # a batch run (service in batch mode) failed on the source
     # the service's side
     "output_exists": 409,
+    "needs_migration": 409,  # the service's output is an Icechunk 1 repository
+    "missing_extra": 500,  # the service was installed without an extra it needs
     "output_not_writable": 500,
     "verification_failed": 500,
     "zarrport_error": 500,

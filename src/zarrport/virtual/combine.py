@@ -3,11 +3,12 @@
 Zarr has one regular chunk grid per array. A file's chunks can only be referenced as they
 are if they land on that grid: the file must start at a multiple of the chunk length along
 the concatenation dimension, and only the last file may end with a partial chunk. kerchunk's
-``MultiZarrToZarr`` and VirtualiZarr's concatenation do not check the second condition and
-read back another file's values (e.g. 365-day files with a time chunk of 30). Here every
-chunk of the combined grid is either a whole chunk of exactly one file (referenced) or
-marked *native*: its values must be written into the output (Icechunk does; kerchunk cannot
-and the kerchunk writer refuses).
+``MultiZarrToZarr`` (fsspec/kerchunk#430) and VirtualiZarr's Icechunk append do not check the
+second condition and read back another file's values without error (e.g. 365-day files with
+a time chunk of 30); VirtualiZarr's ``xr.concat`` now raises (zarr-developers/VirtualiZarr#38).
+Checked with kerchunk 0.2.10, virtualizarr 2.8.0. Here every chunk of the combined grid is
+either a whole chunk of exactly one file (referenced) or marked *native*: its values must be
+written into the output (Icechunk does; kerchunk cannot and the kerchunk writer refuses).
 """
 
 from __future__ import annotations

@@ -1,12 +1,19 @@
 """VirtualDataset -> an Icechunk repository (virtual chunks, plus native ones where needed).
 
-Arrays are created with zarr (v3 metadata: ``bytes`` serializer with the source's
-endianness, the HDF5 filters as ``numcodecs.*`` codecs), references are set in bulk with
-``IcechunkStore.set_virtual_refs``, inlined variables and the native chunks of a misaligned
-combine are written as ordinary Icechunk chunks, and the whole is one commit.
+Repositories are created in the Icechunk 2 format (spec version 2). Arrays are created
+with zarr (v3 metadata: ``bytes`` serializer with the source's endianness, the HDF5 filters
+as ``numcodecs.*`` codecs), references are set in bulk from numpy arrays with
+``IcechunkStore.set_virtual_refs_arr`` (one call per source file), inlined variables and the
+native chunks of a misaligned combine are written as ordinary Icechunk chunks, and the whole
+is one commit.
 
-The repository records, per virtual chunk, the source's modification time, so Icechunk
-itself refuses to serve a chunk whose file was rewritten after referencing.
+The repository records, per virtual chunk, the source's ETag (object stores) or modification
+time (files), so Icechunk itself refuses to serve a chunk whose file was rewritten after
+referencing.
+
+Icechunk 1 repositories (spec version 1, written by zarrport before it moved to Icechunk 2,
+or by anyone else) are read as they are but not written to: :func:`migrate` upgrades them in
+place with Icechunk's own migration.
 """
 
 from __future__ import annotations
@@ -19,11 +26,14 @@ from typing import Any
 import numpy as np
 
 from zarrport import storage
+from zarrport.errors import NeedsMigrationError, StorageError
 from zarrport.virtual.model import MISSING, VirtualDataset, VirtualVariable
 from zarrport.virtual.read import ByteFetcher, read_region
 
 #: metadata key of the commit that records sources and their stats
 PROVENANCE_KEY = "zarrport"
+#: the Icechunk format zarrport writes (icechunk.SpecVersion.v2, Icechunk 2.x)
+SPEC_VERSION = 2
 
 
 def source_prefixes(urls: list[str]) -> list[str]:
@@ -78,13 +88,15 @@ def _mtime(stat: dict[str, Any]) -> dt.datetime | None:
     mtime = stat.get("mtime")
     if mtime is None:
         return None
-    # Icechunk compares "modified after": allow the second it was read in
+    # Icechunk compares "modified after": allow the second it was read in (Icechunk compares
+    # whole seconds, by design; icechunk 2.3.0)
     return dt.datetime.fromtimestamp(math.ceil(float(mtime)) + 1, tz=dt.UTC)
 
 
 def quiet_icechunk() -> None:
     """Icechunk warns on every local repository that local storage is not safe for
-    concurrent commits; zarrport commits from one process. ICECHUNK_LOG still wins."""
+    concurrent commits (icechunk 2.3.0 still warns); zarrport commits from one process.
+    ICECHUNK_LOG still wins."""
     import os
 
     import icechunk
@@ -104,14 +116,16 @@ def v3_attrs(var: VirtualVariable) -> dict[str, Any]:
         attrs["_FillValue"] = FillValueCoder.encode(fill, var.dtype)
     elif fill is not None:
         # xarray cannot decode a v3 _FillValue of a byte-string dtype (it raises
-        # "Unsupported dtype |S1"); netCDF char fill values mask nothing xarray decodes
+        # "Unsupported dtype |S1"; pydata/xarray#11332, checked with xarray 2026.9.0);
+        # netCDF char fill values mask nothing xarray decodes
         attrs.pop("_FillValue")
     return attrs
 
 
 def strict_json(value: Any) -> Any:
     """Zarr v3 metadata must be strict JSON: NaN/Infinity become strings, as zarr does for
-    fill values. (zarr-python writes them as bare NaN tokens, which Icechunk rejects.)"""
+    fill values. (zarr-python writes bare NaN tokens, which Icechunk rejects:
+    earth-mover/icechunk#1238; checked with zarr 3.4.2, icechunk 2.3.0.)"""
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
@@ -121,30 +135,52 @@ def strict_json(value: Any) -> Any:
     return value
 
 
-def chunk_specs(vds: VirtualDataset, var: VirtualVariable, *,
-                first_index: int | None = None) -> list[Any]:
-    """Icechunk ``VirtualChunkSpec`` of every referenced chunk of ``var``; ``first_index``
-    replaces the chunk index along the first dimension (appending one step of it)."""
-    import icechunk
+def _checksum(stat: dict[str, Any]) -> str | dt.datetime | None:
+    # An ETag changes on every rewrite; a modification time only has one-second
+    # resolution on object stores, so a quick rewrite would slip through it.
+    return stat.get("etag") or _mtime(stat)
 
-    src, off, ln = var.refs.source, var.refs.offset, var.refs.length  # type: ignore[union-attr]
+
+def set_virtual_refs(store: Any, name: str, vds: VirtualDataset, var: VirtualVariable, *,
+                     first_index: int | None = None) -> int:
+    """Set every referenced chunk of ``var`` on array ``name`` of ``store``; returns how many.
+
+    One ``set_virtual_refs_arr`` call per source file (Icechunk takes one checksum per
+    call): the block of the chunk grid holding that file's chunks, other positions left
+    empty (Icechunk skips empty locations). ``first_index`` places the chunks at that index
+    along the first dimension (appending one step of it).
+    """
+    src = np.atleast_1d(var.refs.source)  # type: ignore[union-attr]
+    off = np.atleast_1d(var.refs.offset)  # type: ignore[union-attr]
+    ln = np.atleast_1d(var.refs.length)  # type: ignore[union-attr]
+    scalar = np.ndim(var.refs.source) == 0  # type: ignore[union-attr]
     stats = vds.source_stats
-    specs = []
-    for idx in zip(*np.nonzero(src != MISSING), strict=True) if src.ndim else (
-        [()] if int(src) != MISSING else []
-    ):
-        s = int(src[idx])
-        stat = stats[s] if s < len(stats) else {}
-        # An ETag changes on every rewrite; a modification time only has one-second
-        # resolution on object stores, so a quick rewrite would slip through it.
-        etag = stat.get("etag")
-        index = [int(i) for i in idx]
-        if first_index is not None:
-            index[0] = first_index
-        specs.append(icechunk.VirtualChunkSpec(
-            index=index, location=vds.sources[s], offset=int(off[idx]), length=int(ln[idx]),
-            etag_checksum=etag, last_updated_at_checksum=None if etag else _mtime(stat)))
-    return specs
+    present = src != MISSING
+    count = 0
+    for s in np.unique(src[present]).tolist():
+        where = np.nonzero(src == s)
+        lo = [int(i.min()) for i in where]
+        block = tuple(slice(a, int(i.max()) + 1) for a, i in zip(lo, where, strict=True))
+        mine = src[block] == s
+        locations = np.where(mine, vds.sources[s], "").ravel().tolist()
+        if scalar:
+            lo, shape = [], ()
+        else:
+            shape = mine.shape
+            if first_index is not None:
+                lo[0] += first_index
+        failed = store.set_virtual_refs_arr(
+            f"/{name}", shape, locations,
+            np.ascontiguousarray(off[block], dtype=np.uint64).ravel(),
+            np.ascontiguousarray(ln[block], dtype=np.uint64).ravel(),
+            validate_containers=True, arr_offset=tuple(lo) if lo else None,
+            checksum=_checksum(stats[s] if s < len(stats) else {}))
+        if failed:
+            raise StorageError(f"{name}: {len(failed)} references outside the repository's "
+                               f"virtual chunk containers (first: {vds.sources[s]})",
+                               variable=name, source=vds.sources[s])
+        count += int(mine.sum())
+    return count
 
 
 def write_arrays(store: Any, vds: VirtualDataset, *,
@@ -179,12 +215,7 @@ def write_arrays(store: Any, vds: VirtualDataset, *,
             continue
         if var.refs is None:
             continue
-        specs = chunk_specs(vds, var)
-        if specs:
-            failed = store.set_virtual_refs(f"/{name}", specs, validate_containers=True)
-            if failed:
-                raise RuntimeError(f"{name}: {len(failed)} references outside the containers")
-        counts["virtual_chunks"] += len(specs)
+        counts["virtual_chunks"] += set_virtual_refs(store, name, vds, var)
         if var.native_chunks is not None:
             for idx in zip(*np.nonzero(var.native_chunks), strict=True):
                 region = tuple(
@@ -230,6 +261,7 @@ def write_icechunk(vds: VirtualDataset, url: str, *, storage_options: dict | Non
         storage.icechunk_storage(url, output_storage_options),
         config=config,
         authorize_virtual_chunk_access=icechunk.containers_credentials(credentials),
+        spec_version=SPEC_VERSION,
     )
     session = repo.writable_session("main")
     counts = write_arrays(session.store, vds, storage_options=storage_options)
@@ -266,6 +298,7 @@ def open_for_writing(url: str, prefixes: list[str], *, storage_options: dict | N
     config = icechunk.Repository.fetch_config(st) or icechunk.RepositoryConfig.default()
     credentials: dict[str, Any] = {}
     added = _containers(config, sorted(set(prefixes)), storage_options, credentials)
+    _refuse_old_format(url, st)
     repo = icechunk.Repository.open(
         st, config=config,
         authorize_virtual_chunk_access=icechunk.containers_credentials(credentials))
@@ -282,3 +315,69 @@ def head_snapshot(url: str, storage_options: dict | None = None) -> tuple[str, d
     repo = icechunk.Repository.open(storage.icechunk_storage(url, storage_options))
     info = next(iter(repo.ancestry(branch="main")))
     return info.id, dict((info.metadata or {}).get(PROVENANCE_KEY) or {})
+
+
+def spec_version(url: str, storage_options: dict | None = None, *, st: Any = None) -> int:
+    """The Icechunk format version (1 or 2) of the repository at ``url``."""
+    import icechunk
+
+    quiet_icechunk()
+    st = st if st is not None else storage.icechunk_storage(url, storage_options)
+    return int(icechunk.Repository.fetch_spec_version(st))
+
+
+def _refuse_old_format(url: str, st: Any) -> None:
+    version = spec_version(url, st=st)
+    if version < SPEC_VERSION:
+        raise NeedsMigrationError(
+            f"{url} is an Icechunk {version} repository: zarrport reads it but writes only "
+            f"Icechunk {SPEC_VERSION}; upgrade it in place with `zarrport migrate {url}` "
+            "(readers need icechunk >= 2 afterwards)", source=url)
+
+
+def migrate(url: str, storage_options: dict | None = None, *,
+            dry_run: bool = False) -> dict[str, Any]:
+    """Upgrade the Icechunk 1 repository at ``url`` to Icechunk 2 in place, with Icechunk's
+    own ``upgrade_icechunk_repository`` (all snapshots, branches and tags are kept; the
+    Icechunk 1 files it no longer needs are deleted). Run it with no other reader or writer
+    on the repository. A repository already at Icechunk 2 is left alone.
+
+    Returns what was done: versions before and after, snapshots, branches and tags.
+    """
+    import time
+
+    import icechunk
+
+    t0 = time.perf_counter()
+    quiet_icechunk()
+    st = storage.icechunk_storage(url, storage_options)
+    if not icechunk.Repository.exists(st):
+        from zarrport.errors import SourceNotFoundError
+
+        raise SourceNotFoundError(f"{url}: no Icechunk repository there", source=url)
+    before = spec_version(url, st=st)
+    repo = icechunk.Repository.open(st)
+    branches = sorted(repo.list_branches())
+    tags = sorted(repo.list_tags())
+    snapshots = len({s.id for b in branches for s in repo.ancestry(branch=b)})
+    if before < SPEC_VERSION:
+        try:
+            repo = icechunk.upgrade_icechunk_repository(repo, dry_run=dry_run)
+        except icechunk.IcechunkError as err:
+            raise StorageError(f"{url}: Icechunk could not migrate the repository: "
+                               f"{' '.join(str(err).split())[:300]}", source=url) from err
+    after = before if dry_run else spec_version(url, st=st)
+    if not dry_run and (sorted(repo.list_branches()) != branches
+                        or sorted(repo.list_tags()) != tags):
+        raise StorageError(f"{url}: branches or tags differ after the migration", source=url)
+    return {
+        "url": url,
+        "spec_version_before": before,
+        "spec_version_after": after,
+        "migrated": before < SPEC_VERSION and not dry_run,
+        "dry_run": dry_run,
+        "snapshots": snapshots,
+        "branches": branches,
+        "tags": tags,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }

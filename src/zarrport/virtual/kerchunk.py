@@ -1,9 +1,11 @@
 """VirtualDataset -> kerchunk references (version 1), written as JSON or Parquet.
 
 Written here rather than with VirtualiZarr's ``dataset_to_kerchunk_refs`` because that
-writer keys 0-d arrays ``name/`` instead of ``name/0`` (JSON then reads NaN, Parquet
-raises), cannot inline CF-packed variables, and puts the HDF5 fill value into ``.zarray``
-where xarray turns it into a mask (every 0 of an integer variable would become NaN).
+writer keys 0-d arrays ``name/`` instead of ``name/0`` (JSON reads NaN, Parquet raises; no
+upstream issue found, related zarr-developers/VirtualiZarr#966) and puts the HDF5 fill
+value into ``.zarray``, where xarray turns it into a mask: every 0 of an integer variable
+would become NaN (zarr-developers/VirtualiZarr#414, fsspec/kerchunk#177). Both checked with
+virtualizarr 2.8.0.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ def to_refs(vds: VirtualDataset) -> dict[str, Any]:
     }
     for name, var in vds.variables.items():
         if var.native_chunks is not None and var.native_chunks.any():
+            # kerchunk's MultiZarrToZarr (fsspec/kerchunk#430) reads another file's values
+            # here without error; checked with kerchunk 0.2.10
             n = int(var.native_chunks.sum())
             raise MisalignedChunksError(
                 f"variable {name!r}: {n} chunk(s) of the combined array would hold data of two "

@@ -1,9 +1,8 @@
 """NetCDF-3 (CDF-1 classic, CDF-2 64-bit offset, CDF-5) -> :class:`VirtualDataset`.
 
-The header is read directly (the format is small and fully specified). kerchunk's
-``NetCDF3ToZarr`` -- what VirtualiZarr's ``NetCDF3Parser`` wraps -- crashes on files with
-multi-valued character attributes (netcdfc_ref_nccopy3_subset.nc) and reads the whole
-file through scipy; we only read the header.
+The header is read directly (the format is small and fully specified). VirtualiZarr's own
+``NetCDF3Parser`` (2.8.0) drops some variables (``yy`` of netcdfc_ref_nctest_classic.nc; no
+upstream issue found); kerchunk's ``NetCDF3ToZarr`` (0.2.10) needs scipy.
 
 Layout: a fixed-size variable is one contiguous big-endian block at ``begin`` (split into
 byte-range sub-chunks like HDF5's contiguous data); a record variable has one slab per record,

@@ -58,7 +58,7 @@ def open_source(
     else:
         # fsspec filesystems are cached per process with their listings: a file rewritten
         # since an earlier listing would be opened with its old ETag and fail (s3fs: "... and
-        # Etag ... no longer exists")
+        # Etag ... no longer exists"; fsspec/s3fs#851, checked with s3fs 2026.9.0)
         fs.invalidate_cache(path)
         with fs.open(path, "rb", block_size=2 * 2**20, cache_type="blockcache") as raw:
             f = _RecordingFile(raw)
@@ -68,10 +68,10 @@ def open_source(
 class _RecordingFile:
     """A remote file object that remembers the I/O error of a failed read.
 
-    h5py turns any exception raised while it reads a Python file object into an OSError
-    that looks like a damaged file ("Can't read data"); the parsers' damaged-file handling
-    would then record a dropped connection as a corrupt source and never retry it. With the
-    error remembered, :func:`recognised_source` reports it as the storage error it is.
+    h5py (3.16) re-raises the file object's error, but timeouts and connection resets are
+    OSErrors, which the parsers' damaged-file handling would record as a corrupt source and
+    never retry. With the I/O error remembered, :func:`recognised_source` tells them apart
+    and reports it as the storage error it is.
     """
 
     def __init__(self, raw: Any) -> None:

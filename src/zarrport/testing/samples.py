@@ -327,7 +327,7 @@ def write_cmip6_span(
             attrs: dict[str, object] = {
                 "standard_name": spec.standard_name,
                 "long_name": spec.long_name,
-                "comment": "synthetic values from zarrport.samples (not model output)",
+                "comment": "synthetic values from zarrport.testing.samples (not model output)",
                 "units": spec.units,
                 "cell_methods": spec.cell_methods,
                 "cell_measures": "area: areacella",
