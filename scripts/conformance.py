@@ -28,6 +28,32 @@ def _split(text: str) -> tuple[str, str]:
     return text, ""
 
 
+VERSIONS_PREFIX = "Last run on "
+
+
+def _with_versions(netcdf_md: str) -> str:
+    """The NetCDF part with one line naming when and against which releases it ran (the
+    oracles netCDF4 and ecCodes, and everything zarrport reads and writes through)."""
+    import datetime as dt
+    import platform
+    from importlib import metadata
+
+    names = ["zarrport", "netCDF4", "h5py", "zarr", "icechunk", "virtualizarr", "kerchunk",
+             "xarray", "numcodecs", "fsspec", "eccodes", "eccodeslib", "gribberish"]
+    versions = []
+    for name in names:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} not installed")
+    line = (f"{VERSIONS_PREFIX}{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with Python "
+            f"{platform.python_version()}, " + ", ".join(versions) + ".")
+    lines = [ln for ln in netcdf_md.splitlines() if not ln.startswith(VERSIONS_PREFIX)]
+    at = lines.index("Regenerate with `make conformance` (`scripts/conformance.py`).") + 1 \
+        if "Regenerate with `make conformance` (`scripts/conformance.py`)." in lines else 1
+    return "\n".join(lines[:at] + ["", line] + lines[at:])
+
+
 def main() -> int:
     here = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__)
@@ -67,7 +93,7 @@ def main() -> int:
                 if not o.acceptable]
         print(f"GRIB: {len(results)} files in {time.perf_counter() - t0:.0f} s")
 
-    text = netcdf_md.rstrip() + "\n"
+    text = _with_versions(netcdf_md.rstrip()) + "\n"
     if grib_md:
         text += "\n" + grib_md.rstrip() + "\n"
     args.out.write_text(text)

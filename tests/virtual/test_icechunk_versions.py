@@ -139,3 +139,36 @@ def test_migrate_bad_input_is_one_line(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("zarrport: error: "), proc.stderr
     assert "no Icechunk repository" in lines[0]
+
+
+def test_batch_output_in_icechunk_1_is_refused_then_resumed_after_migrate(tmp_path,
+                                                                          monkeypatch):
+    """A batch output whose collection is an Icechunk 1 repository (written here by
+    icechunk 2 in spec version 1, as zarrport 0.1 left them): the next run that would
+    commit stops with one line naming `zarrport migrate`; after it, a rerun commits the
+    file the refused run had referenced, and the collection reads back right."""
+    from zarrport.pipeline.batch import run_batch
+    from zarrport.virtual import icechunk as writer
+
+    data = tmp_path / "data"
+    monkeypatch.setattr(writer, "SPEC_VERSION", 1)
+    sources = [write_cmip6_year(data / f"tas_{y}.nc", y, nlat=4, nlon=8) for y in (2015, 2016)]
+    out = tmp_path / "out"
+    run_batch(str(data / "*.nc"), str(out), workers=1)
+    monkeypatch.undo()
+    (repo,) = (out / "collections").glob("*.icechunk")
+    assert spec_version(str(repo)) == 1
+
+    sources.append(write_cmip6_year(data / "tas_2017.nc", 2017, nlat=4, nlon=8))
+    proc = run("batch", str(data / "*.nc"), "-o", str(out))
+    assert proc.returncode == 10, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "zarrport migrate" in lines[0], proc.stderr
+    assert zarrport.open_dataset(str(repo))["time"].size == 2 * 365  # untouched
+
+    assert run("migrate", str(repo)).returncode == 0
+    again = run("batch", str(data / "*.nc"), "-o", str(out), "--json")
+    assert again.returncode == 0, again.stderr
+    np.testing.assert_array_equal(
+        zarrport.open_dataset(str(repo))["tas"].values.astype(np.float64), expected(sources))
+    assert run("verify", str(out)).returncode == 0
