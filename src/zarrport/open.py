@@ -112,22 +112,7 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
         return xr.open_dataset(url, engine=ZarrportBackendEntrypoint,
                                storage_options=storage_options, kind=kind, **xarray_kwargs)
     if kind in ("kerchunk-json", "kerchunk-parquet"):
-        fo = url.removeprefix("file://") if url.startswith("file://") else url
-        ref_opts = storage.fsspec_reference_options(
-            storage_options, remote_url=_first_target(url, kind, storage_options)
-        )
-        _async_remote(ref_opts)
-        so: dict[str, Any] = {"fo": fo, **ref_opts}
-        if not url.startswith("file://"):
-            so["target_options"] = storage.filesystem_options(url, storage_options)
-        if kind == "kerchunk-parquet":
-            so["lazy"] = True
-        return xr.open_dataset(
-            "reference://",
-            engine="zarr",
-            backend_kwargs={"consolidated": False, "storage_options": so, "zarr_format": 2},
-            **xarray_kwargs,
-        )
+        return open_references_standard(url, kind, storage_options, **xarray_kwargs)
     if kind == "icechunk":
         store = open_icechunk_store(url, storage_options)
         grib = _is_grib(store)
@@ -152,6 +137,49 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
     if url.startswith("file://"):
         return xr.open_dataset(path, engine="netcdf4", **xarray_kwargs)
     return xr.open_dataset(fs.open(path, "rb"), engine=engine, **xarray_kwargs)
+
+
+def open_references_standard(url: str, kind: str | None, storage_options: dict | None,
+                             **xarray_kwargs: Any) -> xr.Dataset:
+    """kerchunk references through the standard path: fsspec's ReferenceFileSystem and
+    xarray's Zarr engine (what ``engine="zarr"`` means here, and where zarrport's own
+    reader hands over what it does not implement)."""
+    url = storage.normalize_url(url)
+    if kind is None:
+        kind = detect(url, storage_options)
+    fo = url.removeprefix("file://") if url.startswith("file://") else url
+    remote = _first_target(url, kind, storage_options)
+    ref_opts = storage.fsspec_reference_options(storage_options, remote_url=remote)
+    if remote is None and "remote_protocol" not in ref_opts:
+        # every chunk inline: name a protocol so that fsspec does not scan the references
+        # for one (with kerchunk Parquet it trips over the null paths of inline rows:
+        # "argument of type 'float' is not iterable"; fsspec 2026.9.0)
+        ref_opts["remote_protocol"] = "file"
+    _async_remote(ref_opts)
+    so: dict[str, Any] = {"fo": fo, **ref_opts}
+    if not url.startswith("file://"):
+        so["target_options"] = storage.filesystem_options(url, storage_options)
+    if kind == "kerchunk-parquet":
+        so["lazy"] = True
+    elif _has_gen(url, storage_options):
+        # fsspec expands kerchunk ``gen`` entries only with simple_templates=False
+        # (ReferenceFileSystem._process_gen returns nothing otherwise; fsspec 2026.9.0)
+        so["simple_templates"] = False
+    return xr.open_dataset(
+        "reference://",
+        engine="zarr",
+        backend_kwargs={"consolidated": False, "storage_options": so, "zarr_format": 2},
+        **xarray_kwargs,
+    )
+
+
+def _has_gen(url: str, storage_options: dict | None) -> bool:
+    fs, path = storage.filesystem(url, storage_options)
+    try:
+        doc = json.loads(fs.cat_file(path))
+    except Exception:  # noqa: BLE001 - the reader reports damaged references
+        return False
+    return isinstance(doc, dict) and bool(doc.get("gen"))
 
 
 def _is_grib(store: Any) -> bool:
@@ -203,10 +231,18 @@ def _async_remote(ref_opts: dict[str, Any]) -> None:
 
 
 def _first_target(url: str, kind: str, storage_options: dict | None) -> str | None:
+    """A URL the references point into: from zarrport's provenance record, else from the
+    references themselves (fsspec otherwise scans them and trips over kerchunk Parquet's
+    null paths of inline chunks: "argument of type 'float' is not iterable")."""
     record = read_provenance(url, kind, storage_options)
     if record and record.get("sources"):
         return record["sources"][0]["url"]
-    return None
+    try:
+        from zarrport.references import first_target
+
+        return first_target(url, kind, storage_options)
+    except Exception:  # noqa: BLE001 - fsspec infers the protocol itself
+        return None
 
 
 def open_icechunk_store(url: str, storage_options: dict | None = None,
