@@ -24,7 +24,7 @@ from zarrport.errors import InvalidArgumentError, SourceNotFoundError
 from zarrport.history import Version, commits, history, resolve
 from zarrport.open import detect, open_dataset
 from zarrport.pipeline import run_batch
-from zarrport.testing.samples import write_cmip6_archive, write_cmip6_year
+from zarrport.testing.samples import cmip6_filename, write_cmip6_archive, write_cmip6_year
 
 CMIP6 = "{variable}_{freq}_{model}_{scenario}_{member}_{grid}_{years}.nc"
 SMALL = {"nlat": 4, "nlon": 8, "time_chunk": 73}
@@ -265,6 +265,31 @@ def test_a_batch_output_without_a_collection(tmp_path):
     assert detect(str(tmp_path / "out")) == "batch"
     with pytest.raises(SourceNotFoundError, match="no collection yet"):
         open_dataset(str(tmp_path / "out"))
+
+
+def test_a_collection_whose_first_commit_failed(tmp_path):
+    src = tmp_path / "src"
+    write_cmip6_archive(src, years=range(2000, 2001), **SMALL)
+    # same collection, another grid: cannot be concatenated, so no repository is made
+    write_cmip6_year(src / cmip6_filename(first_year=2001), 2001, nlat=6, nlon=8,
+                     time_chunk=73)
+    pr = write_cmip6_archive(src, years=range(2000, 2001), variable="pr", **SMALL)
+    out = tmp_path / "out"
+    result = run_batch(str(src / "*.nc"), str(out), collection_by=CMIP6, workers=1)
+    assert result.collections["tas_day_ZP-SAMPLE_ssp245_r1i1p1f1_gn"].get("error")
+    with pytest.raises(SourceNotFoundError, match="'tas_day_ZP-SAMPLE_ssp245_r1i1p1f1_gn' "
+                       "has no repository yet"):
+        open_dataset(str(out), collection="tas_day_ZP-SAMPLE_ssp245_r1i1p1f1_gn")
+    np.testing.assert_array_equal(
+        _values(str(out), "pr", collection="pr_day_ZP-SAMPLE_ssp245_r1i1p1f1_gn"),
+        _oracle(pr, "pr"))
+    text = run("info", str(out))
+    assert text.returncode == 0, text.stderr
+    assert "last commit: no commit" in text.stdout
+    listed = run("history", str(out))
+    assert listed.returncode == 0, listed.stderr
+    assert "tas_day_ZP-SAMPLE_ssp245_r1i1p1f1_gn: no repository yet" in listed.stdout
+    assert "pr_day_ZP-SAMPLE_ssp245_r1i1p1f1_gn: 2 commits" in listed.stdout
 
 
 def test_history_of_a_batch_output(two_collections):
