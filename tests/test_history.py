@@ -414,3 +414,61 @@ def test_cli_help_texts():
     info = run("info", "--help").stdout
     for opt in ("--branch", "--tag", "--snapshot", "--as-of", "--collection"):
         assert opt in info
+
+
+@pytest.mark.s3
+def test_a_batch_output_on_s3_at_each_version(s3_server, tmp_path):
+    so = s3_server.storage_options
+    s3_server.create_bucket("versions")
+    out = "s3://versions/refs"
+    src = tmp_path / "src"
+    files = []
+    for year in (2000, 2001):
+        write_cmip6_archive(src, years=[year], **SMALL)
+        result = run_batch(str(src / "*.nc"), out, workers=1, ledger=str(tmp_path / "l.db"),
+                           output_storage_options=so)
+        assert result.ok, result.failures
+        files.append(sorted(src.glob("*.nc")))
+    assert detect(out, so) == "batch"
+    np.testing.assert_array_equal(_values(out, storage_options=so), _oracle(files[1]))
+    model = history(out, storage_options=so)
+    (item,) = model["collections"].values()
+    assert item["url"] == f"{out}/collections/src.icechunk"
+    newest, older = item["commits"][:2]
+    assert "added 1" in newest["message"]
+    np.testing.assert_array_equal(_values(out, storage_options=so, snapshot=older["id"]),
+                                  _oracle(files[0]))
+    np.testing.assert_array_equal(
+        _values(out, storage_options=so, as_of=older["written_at"]), _oracle(files[0]))
+    with pytest.raises(SourceNotFoundError, match="no tag 'x'; its tags: none"):
+        open_dataset(out, storage_options=so, tag="x")
+
+
+def test_collections_held_as_kerchunk_references(grown, tmp_path):
+    """A collection may be kerchunk JSON or Parquet (named in the manifest, or found as
+    collections/<name>.json|.parquet): it opens by its content, without versions."""
+    out, _repo, files, _listed = grown
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    source = files[0][0]
+    zarrport.virtualize(str(source), str(copy / "collections" / "refs.json"))
+    zarrport.virtualize(str(source), str(copy / "collections" / "pq.parquet"))
+    manifest = json.loads((copy / "zarrport-batch.json").read_text())
+    manifest["collections"]["pq"] = {"references": "collections/pq.parquet", "sources": 1}
+    (copy / "zarrport-batch.json").write_text(json.dumps(manifest))
+    want = _oracle([source])
+    for name in ("refs", "pq"):
+        np.testing.assert_array_equal(_values(str(copy), collection=name), want)
+    with pytest.raises(InvalidArgumentError, match="is kerchunk-json: only Icechunk"):
+        open_dataset(str(copy), collection="refs", tag="first-year")
+    np.testing.assert_array_equal(_values(str(copy), collection="src", tag="first-year"), want)
+    proc = run("info", str(copy), "--json")
+    assert proc.returncode == 0, proc.stderr
+    cols = json.loads(proc.stdout)["collections"]
+    assert {n: c["kind"] for n, c in cols.items()} == {
+        "pq": "kerchunk-parquet", "refs": "kerchunk-json", "src": "icechunk"}
+    assert cols["refs"]["dims"]["time"] == 365 and cols["refs"]["last_commit"] is None
+    listed = run("history", str(copy))
+    assert listed.returncode == 0, listed.stderr
+    assert "refs: kerchunk-json, no history" in listed.stdout
+    assert "src: 4 commits" in listed.stdout

@@ -4,8 +4,9 @@ A batch output (see :mod:`zarrport.pipeline.layout`) is recognised by its conten
 manifest ``zarrport-batch.json``, or -- when a run was stopped after committing a collection
 but before writing the manifest -- a ``collections/`` directory beside the ``ledger.sqlite``.
 Collections are those the manifest lists plus any ``collections/<name>.icechunk``
-repository it does not (yet) list; each opens with :func:`zarrport.open_dataset` like any
-other output, at any version.
+repository (or kerchunk ``<name>.json`` / ``<name>.parquet``) it does not (yet) list; each
+opens with :func:`zarrport.open_dataset` like any other output -- an Icechunk one at any
+version.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ class Collection:
     entry: dict[str, Any] = field(default_factory=dict)  # the manifest's record, if any
 
 
-def _listed_repositories(out_url: str, options: dict | None) -> dict[str, str]:
-    """name -> relative path of every ``collections/<name>.icechunk`` present."""
+#: what a collection can be, by the suffix of its entry under ``collections/``
+SUFFIXES = (".icechunk", ".parquet", ".json")
+
+
+def _listed_collections(out_url: str, options: dict | None) -> dict[str, str]:
+    """name -> relative path of every ``collections/<name>.icechunk`` (or kerchunk
+    ``.parquet`` / ``.json``) present."""
     target = f"{out_url}/{layout.COLLECTIONS}"
     fs, path = storage.filesystem(target, options)
     try:
@@ -44,16 +50,20 @@ def _listed_repositories(out_url: str, options: dict | None) -> dict[str, str]:
     out = {}
     for p in entries:
         base = p.rstrip("/").rsplit("/", 1)[-1]
-        if base.endswith(".icechunk") and not base.startswith("."):
-            out[base.removesuffix(".icechunk")] = f"{layout.COLLECTIONS}/{base}"
+        if base.startswith("."):  # a writer's temporary
+            continue
+        for suffix in SUFFIXES:
+            if base.endswith(suffix) and base != suffix:
+                out.setdefault(base.removesuffix(suffix), f"{layout.COLLECTIONS}/{base}")
     return out
 
 
 def _target(entry: dict[str, Any]) -> str | None:
     """Where a manifest entry says the collection's dataset is (relative to the output).
-    Batch writes an Icechunk repository per collection (``icechunk``); entries naming
-    kerchunk ``references`` are read too (any kind :func:`zarrport.open.detect` knows)."""
-    for key in ("icechunk", "references", "kerchunk", "path"):
+    Batch writes an Icechunk repository per collection (``icechunk``); an entry naming
+    kerchunk ``references`` (JSON or Parquet) is read too -- the kind is detected from the
+    content, as for any output."""
+    for key in ("icechunk", "references", "kerchunk", "parquet", "path"):
         value = entry.get(key)
         if isinstance(value, str) and value:
             return value
@@ -65,7 +75,7 @@ def collections(url: str, storage_options: dict | None = None) -> dict[str, Coll
     out_url = storage.normalize_url(url).rstrip("/")
     manifest = layout.read_manifest(out_url, storage_options) or {}
     found: dict[str, Collection] = {}
-    on_disk = _listed_repositories(out_url, storage_options)
+    on_disk = _listed_collections(out_url, storage_options)
     for name, entry in sorted((manifest.get("collections") or {}).items()):
         rel = _target(entry or {}) or layout.collection_repo(name)
         target = f"{out_url}/{rel}"
