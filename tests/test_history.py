@@ -472,3 +472,12 @@ def test_collections_held_as_kerchunk_references(grown, tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert "refs: kerchunk-json, no history" in listed.stdout
     assert "src: 4 commits" in listed.stdout
+
+
+def test_verify_of_a_batch_output_checks_its_collections(grown):
+    from zarrport.verify import verify
+
+    out, _repo, _files, _listed = grown
+    report = verify(str(out))
+    assert report.ok, report.problems
+    assert report.sources == 3 and report.variables_checked > 0
