@@ -258,11 +258,9 @@ def open_icechunk_store(url: str, storage_options: dict | None = None,
     import icechunk
 
     from zarrport.history import Version
-
-    version = Version.of(branch, tag, snapshot, as_of)
-
     from zarrport.virtual.icechunk import quiet_icechunk
 
+    version = Version.of(branch, tag, snapshot, as_of)
     quiet_icechunk()
     st = storage.icechunk_storage(url, storage_options)
     try:
