@@ -481,3 +481,27 @@ def test_verify_of_a_batch_output_checks_its_collections(grown):
     report = verify(str(out))
     assert report.ok, report.problems
     assert report.sources == 3 and report.variables_checked > 0
+
+
+@pytest.mark.s3
+def test_an_icechunk_1_repository_at_each_version(s3_server, tmp_path):
+    """zarrport 0.1's output (tests/fixtures/icechunk1: commit 1 years 2015-2016 tagged
+    ``two-years``, commit 2 years 2015-2017), read as it is at each commit."""
+    fixture = Path(__file__).resolve().parent / "fixtures" / "icechunk1"
+    s3_server.create_bucket("zarrport-icechunk1")
+    sources = sorted((fixture / "sources").glob("*.nc"))
+    for f in sources:
+        s3_server.put_object("zarrport-icechunk1", f"archive/{f.name}", f.read_bytes())
+    repo = tmp_path / "tas.icechunk"
+    shutil.copytree(fixture / "tas.icechunk", repo)
+    so = s3_server.storage_options
+    listed = commits(str(repo))
+    assert [c.tags for c in listed] == [[], ["two-years"], []]
+    assert listed[0].message == "three years"
+    np.testing.assert_array_equal(_values(str(repo), storage_options=so), _oracle(sources))
+    for kw in ({"tag": "two-years"}, {"snapshot": listed[1].id},
+               {"as_of": listed[1].written_at}):
+        np.testing.assert_array_equal(_values(str(repo), storage_options=so, **kw),
+                                      _oracle(sources[:2]))
+    with pytest.raises(SourceNotFoundError, match="its tags: two-years"):
+        open_dataset(str(repo), storage_options=so, tag="three-years")
