@@ -320,6 +320,8 @@ def test_cli_info_lists_collections(two_collections):
     for name, (_var, paths) in expected.items():
         item = model["collections"][name]
         assert item["dims"]["time"] == 365 * len(paths)
+        with open_dataset(str(out), collection=name) as ds:
+            assert item["dims"] == {str(k): int(v) for k, v in ds.sizes.items()}
         assert item["dims"]["lat"] == 4 and item["sources"] == len(paths)
         assert item["last_commit"]["id"] == commits(item["url"])[0].id
     text = run("info", str(out))

@@ -121,6 +121,24 @@ def collection_url(url: str, name: str | None = None,
     return collection(url, name, storage_options).url
 
 
+def _icechunk_dims(url: str, storage_options: dict | None) -> dict[str, int]:
+    """Dimension sizes of the dataset at the tip of ``main``, from the arrays' metadata
+    alone: no chunk (and so no source file) is read."""
+    import zarr
+
+    from zarrport.open import open_icechunk_store
+
+    group = zarr.open_group(open_icechunk_store(url, storage_options), mode="r",
+                            zarr_format=3)
+    dims: dict[str, int] = {}
+    for _name, array in sorted(group.arrays()):
+        names = getattr(array.metadata, "dimension_names", None) or ()
+        for dim, size in zip(names, array.shape, strict=False):
+            if dim is not None:
+                dims.setdefault(str(dim), int(size))
+    return dims
+
+
 def describe(url: str, storage_options: dict | None = None) -> dict[str, Any]:
     """The collections of a batch output with their dimensions and last commit (the model
     ``zarrport info OUTPUT --json`` prints)."""
@@ -135,8 +153,11 @@ def describe(url: str, storage_options: dict | None = None) -> dict[str, Any]:
                                 "last_commit": None}
         if col.exists:
             item["kind"] = detect(col.url, storage_options)
-            with open_dataset(col.url, storage_options=storage_options) as ds:
-                item["dims"] = {str(k): int(v) for k, v in ds.sizes.items()}
+            if item["kind"] == "icechunk":
+                item["dims"] = _icechunk_dims(col.url, storage_options)
+            else:
+                with open_dataset(col.url, storage_options=storage_options) as ds:
+                    item["dims"] = {str(k): int(v) for k, v in ds.sizes.items()}
             if item["kind"] == "icechunk":
                 item["last_commit"] = commits(col.url, storage_options=storage_options)[0] \
                     .to_dict()
