@@ -4,12 +4,17 @@ The kind is detected from the content, not the name: kerchunk JSON (a JSON objec
 ``refs``/``version``), kerchunk Parquet (a directory whose ``.zmetadata`` has
 ``record_size``), an Icechunk repository (``repo``/``refs``/``snapshots`` entries), a Zarr
 v2/v3 store (``.zgroup``/``.zmetadata``/``zarr.json``), NetCDF-4/HDF5 and NetCDF-3 files
-(magic bytes).
+(magic bytes), and a ``zarrport batch`` output (its ``zarrport-batch.json`` manifest, see
+:mod:`zarrport.pipeline.output`), which opens as one of its collections.
+
+Icechunk repositories open at any version: a branch, a tag, a snapshot id, or the last
+commit at or before a time (:mod:`zarrport.history`).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import xarray as xr
@@ -17,12 +22,14 @@ import xarray as xr
 from zarrport import storage
 from zarrport.errors import (
     CorruptSourceError,
+    InvalidArgumentError,
     SourceNotFoundError,
     UnrecognizedFormatError,
 )
 from zarrport.virtual.parse import sniff
 
-KINDS = ("kerchunk-json", "kerchunk-parquet", "icechunk", "zarr", "netcdf4", "netcdf3")
+KINDS = ("kerchunk-json", "kerchunk-parquet", "icechunk", "zarr", "netcdf4", "netcdf3",
+         "batch")
 
 
 def detect(url: str, storage_options: dict | None = None) -> str:
@@ -39,6 +46,10 @@ def detect(url: str, storage_options: dict | None = None) -> str:
         raise SourceNotFoundError(f"{url} does not exist", source=url)
     if is_dir:
         names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+        from zarrport.pipeline.output import looks_like_batch
+
+        if looks_like_batch(names):
+            return "batch"
         if ".zmetadata" in names:
             try:
                 meta = json.loads(fs.cat_file(f"{path}/.zmetadata"))
@@ -52,8 +63,8 @@ def detect(url: str, storage_options: dict | None = None) -> str:
         if {".zgroup", ".zarray", "zarr.json"} & names:
             return "zarr"
         raise UnrecognizedFormatError(
-            f"{url} is a directory but not a Zarr store, kerchunk Parquet or Icechunk "
-            "repository",
+            f"{url} is a directory but not a Zarr store, kerchunk Parquet, Icechunk "
+            "repository or zarrport batch output",
             source=url,
         )
     with fs.open(path, "rb") as f:
@@ -87,7 +98,10 @@ def detect(url: str, storage_options: dict | None = None) -> str:
 
 
 def open_dataset(url: str, *, storage_options: dict | None = None, engine: str | None = None,
-                 accumulate: bool = True, **xarray_kwargs: Any) -> xr.Dataset:
+                 accumulate: bool = True, collection: str | None = None,
+                 branch: str | None = None, tag: str | None = None,
+                 snapshot: str | None = None, as_of: str | datetime | None = None,
+                 **xarray_kwargs: Any) -> xr.Dataset:
     """Open ``url`` lazily as an ``xarray.Dataset`` with CF decoding.
 
     ``storage_options`` (fsspec-style, see :mod:`zarrport.storage`) are used both for the
@@ -101,9 +115,35 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
     message per chunk, and accumulated variables (GEFS's alternating precipitation
     buckets) come out accumulated from the start of the forecast, derived lazily
     (:mod:`zarrport.grib.accumulate`); ``accumulate=False`` gives the stored windows.
+
+    Icechunk repositories open at the tip of ``main`` unless given a ``branch``, a ``tag``,
+    a ``snapshot`` id, or ``as_of`` (a datetime or ISO 8601 string, naive meaning UTC: the
+    last commit at or before it on ``branch``, default ``main``). At most one of tag,
+    snapshot and branch; as_of combines only with a branch. A version that does not exist
+    is a :class:`~zarrport.errors.SourceNotFoundError` naming those that do.
+
+    A ``zarrport batch`` output opens as its collection: the only one, or the one named by
+    ``collection`` (the versions above then apply to that collection's repository).
     """
+    from zarrport.history import Version
+
     url = storage.normalize_url(url)
+    version = Version.of(branch, tag, snapshot, as_of)
     kind = detect(url, storage_options)
+    if kind == "batch":
+        from zarrport.pipeline.output import collection_url
+
+        target = collection_url(url, collection, storage_options)
+        return open_dataset(target, storage_options=storage_options, engine=engine,
+                            accumulate=accumulate, **version.to_kwargs(), **xarray_kwargs)
+    if collection is not None:
+        raise InvalidArgumentError(
+            f"{url} is {kind}, not a batch output: collection= names a collection of a "
+            "`zarrport batch` output", source=url)
+    if version.given and kind != "icechunk":
+        raise InvalidArgumentError(
+            f"{url} is {kind}: only Icechunk repositories have versions (branch, tag, "
+            "snapshot, as_of)", source=url)
     user_chunks = "chunks" in xarray_kwargs
     xarray_kwargs.setdefault("chunks", None)
     if kind in ("kerchunk-json", "kerchunk-parquet") and engine in (None, "zarrport"):
@@ -114,7 +154,7 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
     if kind in ("kerchunk-json", "kerchunk-parquet"):
         return open_references_standard(url, kind, storage_options, **xarray_kwargs)
     if kind == "icechunk":
-        store = open_icechunk_store(url, storage_options)
+        store = open_icechunk_store(url, storage_options, **version.to_kwargs())
         grib = _is_grib(store)
         if grib and xarray_kwargs.get("chunks") is None and not user_chunks:
             xarray_kwargs["chunks"] = {}  # forecast cycles are read lazily, with Dask
@@ -246,12 +286,17 @@ def _first_target(url: str, kind: str, storage_options: dict | None) -> str | No
 
 
 def open_icechunk_store(url: str, storage_options: dict | None = None,
-                        *, branch: str = "main") -> Any:
-    """A read-only store of an Icechunk repository, virtual chunk access authorized."""
+                        *, branch: str | None = None, tag: str | None = None,
+                        snapshot: str | None = None,
+                        as_of: str | datetime | None = None) -> Any:
+    """A read-only store of an Icechunk repository, virtual chunk access authorized, at the
+    tip of ``main`` or the version given (see :func:`open_dataset`)."""
     import icechunk
 
+    from zarrport.history import Version
     from zarrport.virtual.icechunk import quiet_icechunk
 
+    version = Version.of(branch, tag, snapshot, as_of)
     quiet_icechunk()
     st = storage.icechunk_storage(url, storage_options)
     try:
@@ -275,4 +320,4 @@ def open_icechunk_store(url: str, storage_options: dict | None = None,
         st, config=config if override else None,
         authorize_virtual_chunk_access=icechunk.containers_credentials(credentials)
     )
-    return repo.readonly_session(branch=branch).store
+    return version.session(repo, url).store

@@ -264,6 +264,8 @@ def verify(output: str, *, sources: list[str] | None = None,
 
     url = storage.normalize_url(output)
     kind = detect(url, storage_options)
+    if kind == "batch" and not sources:  # detected by its manifest, as `zarrport verify` does
+        return verify_batch(url, storage_options=storage_options)
     record = read_provenance(url, kind, storage_options) or {}
     if record.get("kind") == "grib-cycles":
         from zarrport.errors import UnsupportedVariableError
