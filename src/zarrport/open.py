@@ -147,7 +147,7 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
     user_chunks = "chunks" in xarray_kwargs
     xarray_kwargs.setdefault("chunks", None)
     if kind in ("kerchunk-json", "kerchunk-parquet") and engine in (None, "zarrport"):
-        from zarrport.references import ZarrportBackendEntrypoint
+        from zarrport.backend import ZarrportBackendEntrypoint
 
         return xr.open_dataset(url, engine=ZarrportBackendEntrypoint,
                                storage_options=storage_options, kind=kind, **xarray_kwargs)
@@ -175,6 +175,9 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
     fs, path = storage.filesystem(url, storage_options)
     engine = "h5netcdf" if kind == "netcdf4" else "scipy"
     if url.startswith("file://"):
+        from zarrport.hdf5 import use_hdf5_plugins
+
+        use_hdf5_plugins()
         return xr.open_dataset(path, engine="netcdf4", **xarray_kwargs)
     return xr.open_dataset(fs.open(path, "rb"), engine=engine, **xarray_kwargs)
 

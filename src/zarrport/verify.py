@@ -175,6 +175,9 @@ def open_oracle(url: str, storage_options: dict | None = None,
     url = storage.normalize_url(url)
     kwargs = {"group": group} if group else {}
     if url.startswith("file://"):
+        from zarrport.hdf5 import use_hdf5_plugins
+
+        use_hdf5_plugins()
         return xr.open_dataset(url.removeprefix("file://"), engine="netcdf4", **kwargs)
     return open_dataset(url, storage_options=storage_options, **kwargs)
 

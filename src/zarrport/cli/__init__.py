@@ -46,6 +46,9 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from zarrport.hdf5 import use_hdf5_plugins
+
+    use_hdf5_plugins()  # before any command opens a file with netCDF4
     _register()
     try:
         cli.main(args=argv, prog_name="zarrport", standalone_mode=False)
