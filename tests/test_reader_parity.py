@@ -487,3 +487,39 @@ def test_engine_by_name_honours_decoding_flags(tmp_path):
     assert "pr" not in dropped
     decoded = xr.open_dataset(out, engine="zarrport")
     assert decoded.pr.dtype.kind == "f" and math.isnan(float(decoded.pr.values[0, 0, 0]))
+
+
+# --------------------------------------------------------- Icechunk written by VirtualiZarr
+
+
+def test_virtualizarr_icechunk_repository(tmp_path):
+    """A repository VirtualiZarr wrote (virtual chunks in a local container) opens through
+    zarrport as through the Icechunk store and xarray's Zarr engine."""
+    import icechunk
+
+    a = _synthetic(tmp_path / "a.nc", 0, fill=1e20)
+    b = _synthetic(tmp_path / "b.nc", 4, fill=1e20)
+    prefix = f"file://{tmp_path}/"
+    config = icechunk.RepositoryConfig.default()
+    config.set_virtual_chunk_container(
+        icechunk.VirtualChunkContainer(prefix, icechunk.local_filesystem_store(str(tmp_path))))
+    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(tmp_path / "r")),
+                                      config=config)
+    session = repo.writable_session("main")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vds = xr.concat([_vz_open(a), _vz_open(b)], dim="time", coords="minimal",
+                        compat="override", combine_attrs="override")
+        vds.vz.to_icechunk(session.store)
+    session.commit("written by VirtualiZarr")
+    repo = icechunk.Repository.open(
+        icechunk.local_filesystem_storage(str(tmp_path / "r")),
+        authorize_virtual_chunk_access=icechunk.containers_credentials({prefix: None}))
+    for flags in FLAG_SETS[:3]:
+        std = xr.open_zarr(repo.readonly_session("main").store, consolidated=False,
+                           chunks=None, **flags).load()
+        ours = zarrport.open_dataset(str(tmp_path / "r"), **flags).load()
+        _same(ours, std, f"icechunk {flags}")
+    expected = xr.concat([xr.open_dataset(a), xr.open_dataset(b)], dim="time")
+    np.testing.assert_array_equal(zarrport.open_dataset(str(tmp_path / "r")).tas.values,
+                                  expected.tas.values)
