@@ -580,8 +580,9 @@ class ReferenceStore(AbstractDataStore):
         import zarr
         from zarr.core.buffer import cpu
 
-        mem = zarr.storage.MemoryStore({k: cpu.Buffer.from_bytes(v) for k, v in meta.items()
-                                        if k.rpartition("/")[2] != ".zmetadata"})
+        self._mem = mem = zarr.storage.MemoryStore(
+            {k: cpu.Buffer.from_bytes(v) for k, v in meta.items()
+             if k.rpartition("/")[2] != ".zmetadata"})
         try:
             self._zarr = ZarrStore.open_group(
                 mem, mode="r", group=group, consolidated=False, zarr_format=2,
@@ -604,14 +605,52 @@ class ReferenceStore(AbstractDataStore):
             wrapper = var._data.array  # LazilyIndexedArray(ZarrArrayWrapper)
             zarr_array = wrapper.get_array()
             meta = zarr_array.metadata
+            path = f"{self._group_path}/{name}" if self._group_path else name
             why = _why_not_fast(meta)
             if why:
-                raise HandOver(f"{name}: {why}")
-            path = f"{self._group_path}/{name}" if self._group_path else name
+                # an array whose chunks are all inline (kerchunk inlines small variables,
+                # e.g. strings) is read by zarr itself from an in-memory copy; otherwise the
+                # whole dataset goes the standard way
+                if not self._inline_into_memory(path, zarr_array):
+                    raise HandOver(f"{name}: {why}")
+                variables[name] = var
+                continue
             array = ReferenceArray(self.refs, path, zarr_array, wrapper.dtype)
             variables[name] = xr.Variable(var.dims, indexing.LazilyIndexedArray(array),
                                           var.attrs, var.encoding)
         return FrozenDict(variables)
+
+    def _inline_into_memory(self, path: str, zarr_array: Any) -> bool:
+        """Copy the array's chunks into the in-memory store if every one of them is inline
+        data (or missing); False (nothing copied) if any is a byte range of a file."""
+        from zarr.core.buffer import cpu
+
+        meta = zarr_array.metadata
+        sep = meta.dimension_separator or "."
+        grid = tuple(math.ceil(s / c) if c else 0 for s, c in zip(meta.shape, meta.chunks,
+                                                                   strict=True))
+        chunks: dict[str, bytes] = {}
+        if self.refs.record_size is not None:
+            info = _parquet_table(self.refs, path, math.prod(grid))
+            for n, (p, raw) in enumerate(zip(info["paths"], info["raws"], strict=True)):
+                if n >= math.prod(grid):
+                    break
+                if raw is not None:
+                    idx = np.unravel_index(n, grid) if grid else ()
+                    key = sep.join(str(int(i)) for i in idx) if grid else "0"
+                    chunks[key] = _decode_inline(bytes(raw))
+                elif isinstance(p, str) and p:
+                    return False
+        else:
+            for leaf, value in self.refs.chunks.get(path, []):
+                if isinstance(value, str | bytes):
+                    chunks[leaf] = _decode_inline(value)
+                elif isinstance(value, list):
+                    return False
+        store = self._mem._store_dict
+        for leaf, blob in chunks.items():
+            store[f"{path}/{leaf}"] = cpu.Buffer.from_bytes(blob)
+        return True
 
     def get_attrs(self) -> FrozenDict:
         return FrozenDict(self._zarr.get_attrs())
