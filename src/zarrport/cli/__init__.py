@@ -63,3 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("zarrport: interrupted", err=True)
         sys.exit(130)
+    finally:
+        # reads left in flight by a failed one must end before zarr's atexit hook closes
+        # its event loop under them (teardown noise, or a crash instead of our exit status)
+        from zarrport.eventloop import settle_zarr_tasks
+
+        settle_zarr_tasks()

@@ -1,0 +1,124 @@
+"""Clean failures found by a user (issue 10): each is one line on stderr, a non-zero exit,
+nothing written -- or, for ``verify``, a verdict and exit 7 without teardown noise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_cli import assert_clean_failure, run
+from zarrport.testing.samples import write_cmip6_year
+
+NOISE = ("Traceback", "Task was destroyed", "Event loop is closed", "never retrieved",
+         "Exception ignored", "panicked", "RuntimeError")
+
+
+def assert_quiet(stderr: str) -> None:
+    for needle in NOISE:
+        assert needle not in stderr, stderr[:2000]
+
+
+@pytest.fixture
+def small(tmp_path) -> Path:
+    """A file whose ``tas`` chunks are referenced (not inlined), so reads go to the source."""
+    return write_cmip6_year(tmp_path / "tas_2015.nc", 2015, nlat=8, nlon=16)
+
+
+# ------------------------------------------------------------------ 1. verify, Icechunk
+
+
+def test_verify_icechunk_touched_source_exits_7_quietly_every_time(tmp_path, small):
+    out = tmp_path / "tas.icechunk"
+    made = run("virtualize", str(small), "-o", str(out), "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["referenced_chunks"] > 0
+    st = small.stat()
+    os.utime(small, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched
+    for _ in range(20):
+        proc = run("verify", str(out))
+        assert proc.returncode == 7, (proc.returncode, proc.stderr[-2000:])
+        assert proc.stderr == "", proc.stderr[:2000]
+        assert proc.stdout.startswith("FAILED")
+        assert f"changed: {small.as_uri()}: modification time changed" in proc.stdout
+
+
+def test_failed_icechunk_read_settles_before_exit(tmp_path, small):
+    """A read that fails part-way leaves sibling reads running on zarr's loop; after
+    settle_zarr_tasks the process exits quietly instead of spewing (or crashing)."""
+    out = tmp_path / "tas.icechunk"
+    assert run("virtualize", str(small), "-o", str(out)).returncode == 0
+    st = small.stat()
+    os.utime(small, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    script = (
+        "import sys, zarrport\n"
+        "from zarrport.eventloop import settle_zarr_tasks\n"
+        f"ds = zarrport.open_dataset({str(out)!r})\n"
+        "try:\n"
+        "    ds.tas.values\n"
+        "except Exception as err:\n"
+        "    print(type(err).__name__)\n"
+        "settle_zarr_tasks()\n"
+    )
+    for _ in range(5):
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+        assert proc.stdout.strip() == "StorageError"
+        assert_quiet(proc.stderr)
+        assert proc.stderr == ""
+
+
+# ------------------------------------------------------------------ 4. format vs name
+
+
+@pytest.mark.parametrize("fmt,name", [("json", "x.parquet"), ("parquet", "x.json"),
+                                      ("icechunk", "x.json"), ("json", "x.icechunk")])
+def test_format_that_contradicts_the_output_name_is_refused(tmp_path, small, fmt, name):
+    out = tmp_path / name
+    proc = run("virtualize", str(small), "-o", str(out), "--format", fmt)
+    assert_clean_failure(proc, f"--format {fmt}", name)
+    assert proc.returncode == 2
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [small.name]
+
+
+def test_format_names_an_output_without_a_known_suffix(tmp_path, small):
+    out = tmp_path / "refs"
+    proc = run("virtualize", str(small), "-o", str(out), "--format", "json", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["format"] == "json"
+    assert json.loads(out.read_text())["version"] == 1
+    # and without --format the suffix decides
+    proc = run("virtualize", str(small), "-o", str(tmp_path / "r.parquet"), "--json")
+    assert json.loads(proc.stdout)["format"] == "parquet"
+
+
+# ------------------------------------------------------------------ 5. sizes
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--subchunk-mb", "inf"), ("--subchunk-mb", "nan"), ("--subchunk-mb", "0.000001"),
+    ("--subchunk-mb", "0"), ("--subchunk-mb", "-3"), ("--inline-limit-mb", "inf"),
+    ("--inline-limit-mb", "-1"),
+])
+def test_unusable_sizes_are_refused(tmp_path, small, option, value):
+    out = tmp_path / "o.json"
+    proc = run("virtualize", str(small), "-o", str(out), option, value)
+    assert_clean_failure(proc, option)
+    assert proc.returncode == 2
+    assert not out.exists()
+
+
+def test_smallest_subchunk_is_accepted(tmp_path, small):
+    from zarrport.virtual.parse import MIN_SUBCHUNK_MB
+
+    proc = run("virtualize", str(small), "-o", str(tmp_path / "o.json"), "--subchunk-mb",
+               str(MIN_SUBCHUNK_MB))
+    assert proc.returncode == 0, proc.stderr
+    proc = run("inspect", str(small), "--subchunk-mb", "inf")
+    assert_clean_failure(proc, "--subchunk-mb")
