@@ -23,7 +23,7 @@ from zarrport.errors import (
 )
 from zarrport.virtual.combine import combine
 from zarrport.virtual.model import VirtualDataset
-from zarrport.virtual.parse import ParseOptions, parse_source
+from zarrport.virtual.parse import ParseOptions, check_sizes, parse_source
 
 FORMATS = ("json", "parquet", "icechunk")
 #: name of the provenance record inside a kerchunk JSON file / Parquet directory
@@ -49,18 +49,30 @@ class VirtualizeResult:
         return asdict(self)
 
 
+_SUFFIXES = (("json", (".json",)), ("parquet", (".parquet", ".parq")),
+             ("icechunk", (".icechunk", ".ic")))
+
+
 def output_format(output: str, format: str | None) -> str:
+    """The output format: ``format`` when given, else from the output's name.
+
+    A name that says one format while ``format`` says another (``--format json -o
+    x.parquet``) is refused: a reader would take the output for what its name says."""
+    name = output.rstrip("/").lower()
+    named = next((fmt for fmt, suffixes in _SUFFIXES if name.endswith(suffixes)), None)
     if format:
         if format not in FORMATS:
             raise InvalidArgumentError(
                 f"unknown format {format!r}; choose one of {', '.join(FORMATS)}"
             )
+        if named is not None and named != format:
+            raise InvalidArgumentError(
+                f"--format {format} does not match the output name {output!r} (a {named} "
+                f"name); rename the output or drop --format"
+            )
         return format
-    name = output.rstrip("/").lower()
-    for fmt, suffixes in (("json", (".json",)), ("parquet", (".parquet", ".parq")),
-                          ("icechunk", (".icechunk", ".ic"))):
-        if name.endswith(suffixes):
-            return fmt
+    if named is not None:
+        return named
     raise InvalidArgumentError(
         f"cannot tell the output format from {output!r}: name it *.json, *.parquet or "
         "*.icechunk, or pass --format"
@@ -182,8 +194,7 @@ def virtualize(
     """
     t0 = time.perf_counter()
     fmt = output_format(output, format)
-    if subchunk_mb <= 0 or inline_limit_mb < 0:
-        raise InvalidArgumentError("--subchunk-mb must be > 0 and --inline-limit-mb >= 0")
+    check_sizes(subchunk_mb, inline_limit_mb)
     out_opts = output_storage_options if output_storage_options is not None else storage_options
     out_url = storage.normalize_url(output)
     _check_output(out_url, out_opts, overwrite)
