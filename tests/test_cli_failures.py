@@ -122,3 +122,39 @@ def test_smallest_subchunk_is_accepted(tmp_path, small):
     assert proc.returncode == 0, proc.stderr
     proc = run("inspect", str(small), "--subchunk-mb", "inf")
     assert_clean_failure(proc, "--subchunk-mb")
+
+
+# ------------------------------------------------------------------ 2. batch of nothing
+
+
+def test_batch_of_nothing_is_an_error_and_creates_no_output(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a source")
+    cases = [
+        (str(tmp_path / "nomatch*.nc"), "no file matches"),
+        (str(tmp_path / "missing") + "/", "nothing at"),
+        (str(empty) + "/", "no source files under"),
+    ]
+    for source, needle in cases:
+        out = tmp_path / "out"
+        proc = run("batch", source, "-o", str(out))
+        assert_clean_failure(proc, needle)
+        assert proc.returncode == 3
+        assert not out.exists(), sorted(p.name for p in out.iterdir())
+    ledger = tmp_path / "elsewhere.sqlite"
+    proc = run("batch", str(tmp_path / "nomatch*.nc"), "-o", str(tmp_path / "o2"), "--ledger",
+               str(ledger))
+    assert_clean_failure(proc, "no file matches")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_watch_of_an_empty_prefix_still_polls(tmp_path):
+    from zarrport.pipeline.watch import watch
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    seen = []
+    n = watch(str(incoming), str(tmp_path / "out"), interval=0, max_polls=1,
+              on_poll=lambda i, result, error: seen.append((result.counts["new"], error)))
+    assert n == 1 and seen == [(0, None)]

@@ -184,6 +184,12 @@ def discover(spec: str, storage_options: dict | None = None,
     return root, out
 
 
+def _nothing_found(spec: str, include: Iterable[str]) -> str:
+    if any(ch in spec.split("://", 1)[-1] for ch in "*?["):
+        return f"no file matches {spec}"
+    return (f"no source files under {spec} (looked for {', '.join(include)}; see --include)")
+
+
 def explicit_sources(urls: Iterable[str], root: str | None,
                      storage_options: dict | None) -> tuple[str, list[Source], list[tuple]]:
     """Sources named one by one (e.g. by a trigger): each is stat-ed; those that cannot be
@@ -462,6 +468,7 @@ def run_batch(
     progress: Progress | None = None,
     stac: str | None = None,
     options: ParseOptions | None = None,
+    allow_empty: bool = False,
 ) -> BatchResult:
     """Reference every source under ``sources`` into the batch output ``output``.
 
@@ -474,6 +481,9 @@ def run_batch(
     ``OUTPUT/ledger.sqlite`` unless ``ledger`` is given (required for remote outputs).
     ``retries`` is per source and run, with exponential backoff from ``backoff`` seconds.
     Failures never raise: they are in ``result.failures``; ``result.ok`` says if all held.
+    A glob that matches no file or a prefix without source files raises
+    :class:`~zarrport.errors.SourceNotFoundError` before the output is created, unless
+    ``allow_empty`` (``watch``: files may land later).
     """
     t0 = time.perf_counter()
     if retries < 0 or backoff < 0:
@@ -485,6 +495,17 @@ def run_batch(
     explicit = not isinstance(sources, str | os.PathLike)
     pattern_obj = CollectionPattern.compile(collection_by) if collection_by else None
     ledger_path = _ledger_path(out_url, ledger)
+    # sources are found before the output is touched: a glob that matches nothing or an
+    # empty / missing prefix is an error that leaves no output directory behind
+    listing: tuple[str, list[Source]] | None = None
+    if explicit:
+        sources = list(sources)
+        if not sources:
+            raise InvalidArgumentError("no sources given")
+    else:
+        listing = discover(str(sources), storage_options, include)
+        if not listing[1] and not allow_empty:
+            raise SourceNotFoundError(_nothing_found(str(sources), include), source=str(sources))
     with _dask_client(scheduler) as client:  # reached before anything is written
         _prepare_output(out_url, out_opts)
         manifest, pattern, concat_dim = _config(out_url, out_opts, collection_by, concat_dim)
@@ -500,7 +521,8 @@ def run_batch(
                 root, found, failures_pre = explicit_sources(list(sources), manifest.get("root"),
                                                              storage_options)
             else:
-                root, found = discover(str(sources), storage_options, include)
+                assert listing is not None
+                root, found = listing
                 if manifest.get("root") and manifest["root"] != root:
                     raise InvalidArgumentError(
                         f"{out_url} references sources under {manifest['root']}, not {root}; use "
