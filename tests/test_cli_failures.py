@@ -158,3 +158,99 @@ def test_watch_of_an_empty_prefix_still_polls(tmp_path):
     n = watch(str(incoming), str(tmp_path / "out"), interval=0, max_polls=1,
               on_poll=lambda i, result, error: seen.append((result.counts["new"], error)))
     assert n == 1 and seen == [(0, None)]
+
+
+# ------------------------------------------------------------------ 3. S3 without credentials
+
+
+@pytest.fixture
+def metadata_endpoint():
+    """A stand-in for the cloud metadata endpoint on 127.0.0.1 that records every request:
+    pointed at by AWS_EC2_METADATA_SERVICE_ENDPOINT (botocore, AWS SDK) and
+    AWS_METADATA_ENDPOINT (object_store), so nothing could reach 169.254.169.254 anyway."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _any(self) -> None:
+            hits.append(f"{self.command} {self.path}")
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_PUT = _any
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _no_credentials_env(tmp_path: Path, metadata_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        HOME=str(tmp_path),  # no ~/.aws
+        AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
+        AWS_EC2_METADATA_SERVICE_ENDPOINT=metadata_url + "/",
+        AWS_METADATA_ENDPOINT=metadata_url,
+        **extra,
+    )
+    return env
+
+
+def test_s3_without_credentials_is_one_line_and_never_asks_instance_metadata(
+        tmp_path, small, s3_server, metadata_endpoint):
+    url, hits = metadata_endpoint
+    s3_server.create_bucket("nocreds")
+    s3_server.put_object("nocreds", "a/tas_2015.nc", small.read_bytes())
+    env = _no_credentials_env(tmp_path, url)
+    endpoint = f"endpoint_url={s3_server.endpoint_url}"
+    commands = [
+        ["virtualize", "s3://nocreds/a/*.nc", "-o", str(tmp_path / "o.json")],
+        ["virtualize", "s3://nocreds/a/tas_2015.nc", "-o", str(tmp_path / "o.json")],
+        ["virtualize", "s3://nocreds/a/tas_2015.nc", "-o", str(tmp_path / "o.icechunk")],
+        ["batch", "s3://nocreds/a/", "-o", str(tmp_path / "batch")],
+        ["inspect", "s3://nocreds/a/tas_2015.nc"],
+    ]
+    for args in commands:
+        proc = subprocess.run([sys.executable, "-m", "zarrport", *args, "--storage-option",
+                               endpoint], capture_output=True, text=True, env=env, timeout=120)
+        assert_clean_failure(proc, "no S3 credentials", "anon=true", "AWS_")
+        assert "169.254" not in proc.stderr and "api/token" not in proc.stderr
+    assert hits == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [small.name]
+
+    # credentials from a shared credentials file work, and still nothing asks the endpoint
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[default]\naws_access_key_id = {s3_server.key}\n"
+                     f"aws_secret_access_key = {s3_server.secret}\n")
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(creds)
+    for out in ("o.json", "o.icechunk"):
+        proc = subprocess.run([sys.executable, "-m", "zarrport", "virtualize",
+                               "s3://nocreds/a/*.nc", "-o", str(tmp_path / out),
+                               "--storage-option", endpoint], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    assert hits == []
+
+
+def test_s3_instance_metadata_only_when_the_user_asks(tmp_path, s3_server, metadata_endpoint):
+    url, hits = metadata_endpoint
+    env = _no_credentials_env(tmp_path, url, AWS_EC2_METADATA_DISABLED="false")
+    s3_server.create_bucket("nocreds")
+    proc = subprocess.run([sys.executable, "-m", "zarrport", "inspect",
+                           "s3://nocreds/none.nc", "--storage-option",
+                           f"endpoint_url={s3_server.endpoint_url}"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0
+    assert hits, "AWS_EC2_METADATA_DISABLED=false set by the user is respected"

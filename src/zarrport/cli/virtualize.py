@@ -18,11 +18,12 @@ from zarrport.cli.options import (
               help="Where to write the references: *.json, *.parquet or *.icechunk "
               "(local path or s3://, az://, gs:// URL).")
 @click.option("--format", "fmt", type=click.Choice(["json", "parquet", "icechunk"]),
-              help="Output format (default: from the output name).")
+              help="Output format (default: from the output name; one that contradicts "
+              "the name's suffix is refused).")
 @click.option("--concat-dim", help="Combine several files along this dimension (e.g. time).")
 @click.option("--subchunk-mb", type=float, default=16, show_default=True,
               help="Split uncompressed contiguous variables into byte ranges of about this "
-              "size.")
+              "size (at least 0.01).")
 @click.option("--inline-limit-mb", type=float, default=4, show_default=True,
               help="Variables that cannot be referenced are copied into the output up to "
               "this size and refused above it.")
