@@ -254,3 +254,46 @@ def test_s3_instance_metadata_only_when_the_user_asks(tmp_path, s3_server, metad
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0
     assert hits, "AWS_EC2_METADATA_DISABLED=false set by the user is respected"
+
+
+# ------------------------------------------------------------------ 6. a group that is not there
+
+
+def _grouped(path: Path) -> Path:
+    import netCDF4
+    import numpy as np
+
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("x", 4)
+        for name in ("forecast", "analysis"):
+            g = ds.createGroup(name)
+            g.createVariable("v", "f4", ("x",))[:] = np.arange(4)
+        ds["forecast"].createGroup("members")
+    return path
+
+
+@pytest.mark.parametrize("command", ["virtualize", "inspect"])
+def test_missing_group_is_named_with_the_groups_there_are(tmp_path, command):
+    src = _grouped(tmp_path / "grouped.nc")
+    out = tmp_path / "o.json"
+    args = ["-o", str(out)] if command == "virtualize" else []
+    proc = run(command, str(src), *args, "--group", "/nope")
+    assert_clean_failure(proc, "'/nope' does not exist",
+                         "/, /analysis, /forecast, /forecast/members")
+    assert "damaged" not in proc.stderr
+    assert proc.returncode == 2
+    proc = run(command, str(src), *args, "--group", "/forecast/v")
+    assert_clean_failure(proc, "is a variable, not a group")
+    assert not out.exists()
+    proc = run(command, str(src), *args, "--group", "/forecast")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_group_of_a_netcdf3_file_is_refused(tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    src = tmp_path / "classic.nc"
+    xr.Dataset({"v": ("x", np.arange(3.0))}).to_netcdf(src, format="NETCDF3_CLASSIC")
+    proc = run("virtualize", str(src), "-o", str(tmp_path / "o.json"), "--group", "g")
+    assert_clean_failure(proc, "NetCDF-3 files have no groups")

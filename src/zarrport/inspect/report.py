@@ -262,7 +262,8 @@ def inspect_source(
     are used to virtualize. Raises what :func:`zarrport.virtual.parse.parse_source` raises for
     bad input: :class:`~zarrport.errors.SourceNotFoundError`, ``NotAFileError``,
     ``UnrecognizedFormatError`` (empty / not NetCDF or HDF5), ``CorruptSourceError``
-    (truncated, damaged, missing group), ``StorageError``, ``InvalidArgumentError``.
+    (truncated, damaged), ``StorageError``, ``InvalidArgumentError`` (bad sizes, a group
+    that is not there: the message lists the file's groups).
     """
     from zarrport.inspect import _hdf5, _netcdf3
 

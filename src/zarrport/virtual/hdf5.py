@@ -24,7 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from zarrport.errors import CorruptSourceError, UnsupportedVariableError
+from zarrport.errors import (
+    CorruptSourceError,
+    InvalidArgumentError,
+    UnsupportedVariableError,
+)
 from zarrport.virtual.model import ChunkRefs, VirtualDataset, VirtualVariable
 
 # HDF5 layout classes (H5D_COMPACT, H5D_CONTIGUOUS, H5D_CHUNKED, H5D_VIRTUAL)
@@ -483,6 +487,30 @@ def _read_inline(dset: Any, dtype: np.dtype) -> np.ndarray:
     return np.asarray(dset[()], dtype=dtype)
 
 
+def open_group(f: Any, group: str | None, url: str) -> Any:
+    """The group ``group`` of the open h5py file ``f`` (the root for None, ``""``, ``"/"``).
+
+    A name that is not there, or that names a variable, is the caller's mistake, not a
+    damaged file: :class:`InvalidArgumentError` listing the groups the file has."""
+    import h5py
+
+    if not group or not group.strip("/"):
+        return f
+    try:
+        g = f.get(group)
+    except (KeyError, ValueError, OSError):  # a path through a dataset, a broken link
+        g = None
+    if isinstance(g, h5py.Group):
+        return g
+    names = ["/"]
+    f.visititems(lambda name, obj: names.append(f"/{name}")
+                 if isinstance(obj, h5py.Group) else None)
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    what = "is a variable, not a group" if g is not None else "does not exist"
+    raise InvalidArgumentError(f"{url}: group {group!r} {what}; the file's groups: {shown}",
+                               source=url)
+
+
 def parse_hdf5(
     fileobj: Any,
     url: str,
@@ -509,9 +537,7 @@ def parse_hdf5(
     except OSError as err:
         raise CorruptSourceError(f"{url}: not a readable HDF5 file ({err})", source=url) from err
     with f:
-        g = f[group] if group else f
-        if not isinstance(g, h5py.Group):
-            raise CorruptSourceError(f"{url}: {group!r} is not a group", source=url)
+        g = open_group(f, group, url)
         drop = set(drop_variables)
         cache: dict[str, dict[str, Any]] = {}
         dim_names = phony_dimension_names(f, cache)

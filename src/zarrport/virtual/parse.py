@@ -187,6 +187,11 @@ def parse_source(
                 on_unsupported=options.on_unsupported,
             )
         else:
+            if options.group not in (None, "", "/"):
+                raise InvalidArgumentError(
+                    f"{url}: NetCDF-3 files have no groups (got group={options.group!r})",
+                    source=url,
+                )
             vds = parse_netcdf3(
                 f,
                 url,
