@@ -297,3 +297,72 @@ def test_group_of_a_netcdf3_file_is_refused(tmp_path):
     xr.Dataset({"v": ("x", np.arange(3.0))}).to_netcdf(src, format="NETCDF3_CLASSIC")
     proc = run("virtualize", str(src), "-o", str(tmp_path / "o.json"), "--group", "g")
     assert_clean_failure(proc, "NetCDF-3 files have no groups")
+
+
+# ------------------------------------------------------------------ 7. library warnings
+
+
+def _warning_file(path: Path) -> Path:
+    """Times past 2262 (xarray: SerializationWarning, cftime) and a char variable (zarr:
+    UnstableSpecificationWarning for NullTerminatedBytes in Icechunk)."""
+    import netCDF4
+    import numpy as np
+
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("time", 3)
+        ds.createDimension("n", 1)
+        t = ds.createVariable("time", "f8", ("time",))
+        t.units, t.calendar = "days since 2300-01-01", "standard"
+        t[:] = [0, 1, 2]
+        ds.createVariable("v", "f4", ("time",))[:] = [1, 2, 3]
+        ds.createVariable("flag", "S1", ("n",))[:] = np.array([b"a"])
+    return path
+
+
+def test_library_warnings_are_hidden_or_one_zarrport_line(tmp_path):
+    src = _warning_file(tmp_path / "warn.nc")
+    proc = run("virtualize", str(src), "-o", str(tmp_path / "w.icechunk"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("zarrport: note: data type NullTerminatedBytes(length=1) has "
+                               "no Zarr v3 specification")
+    assert run("virtualize", str(src), "-o", str(tmp_path / "w.json")).returncode == 0
+    for out in ("w.json", "w.icechunk"):
+        for command in ("verify", "info"):
+            proc = run(command, str(tmp_path / out))
+            assert proc.returncode == 0, proc.stderr
+            assert "Warning" not in proc.stderr and "site-packages" not in proc.stderr
+            assert proc.stderr == "", proc.stderr
+    # asked for with -W / PYTHONWARNINGS, warnings are the libraries' own again
+    proc = subprocess.run([sys.executable, "-W", "default", "-m", "zarrport", "verify",
+                           str(tmp_path / "w.json")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "SerializationWarning" in proc.stderr
+
+
+def test_importing_zarrport_leaves_warnings_alone(tmp_path):
+    src = _warning_file(tmp_path / "warn.nc")
+    script = (
+        "import warnings, xarray as xr\n"
+        "filters, show = list(warnings.filters), warnings.showwarning\n"
+        "import zarrport, zarrport.open, zarrport.verify, zarrport.cli\n"
+        "assert warnings.filters == filters and warnings.showwarning is show\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    xr.open_dataset({str(src)!r}).load()\n"
+        "print(sorted({w.category.__name__ for w in seen}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "SerializationWarning" in proc.stdout
+
+
+def test_unknown_warnings_are_one_line():
+    from zarrport.cli.library_warnings import one_line
+
+    assert one_line(FutureWarning, "x will change\n  in version 2") == \
+        "warning: x will change (FutureWarning)"
+    assert one_line(type("SerializationWarning", (UserWarning,), {}),
+                    "Unable to decode time axis") is None

@@ -41,14 +41,17 @@ def _register() -> None:
 
     # every module of this package except the shared helpers is a command
     for mod in pkgutil.iter_modules(package.__path__):
-        if mod.name not in ("options",):
+        if mod.name not in ("options", "library_warnings"):
             importlib.import_module(f"zarrport.cli.{mod.name}")
 
 
 def main(argv: list[str] | None = None) -> None:
+    from zarrport.cli.library_warnings import cli_warnings
+
     _register()
     try:
-        cli.main(args=argv, prog_name="zarrport", standalone_mode=False)
+        with cli_warnings():  # library warnings: hidden, or one zarrport line each
+            cli.main(args=argv, prog_name="zarrport", standalone_mode=False)
     except ZarrportError as err:
         click.echo(f"zarrport: error: {err}", err=True)
         sys.exit(exit_code(err))
