@@ -366,3 +366,92 @@ def test_unknown_warnings_are_one_line():
         "warning: x will change (FutureWarning)"
     assert one_line(type("SerializationWarning", (UserWarning,), {}),
                     "Unable to decode time axis") is None
+
+
+# ------------------------------------------------------------------ 8. --skip-unsupported
+
+
+def _with_unsupported(path: Path) -> Path:
+    """A CMIP6-like year plus what cannot be referenced faithfully: a compound variable, a
+    compound attribute on ``tas`` and a compound global attribute."""
+    import h5py
+    import numpy as np
+
+    comp = np.dtype([("a", "<i4"), ("b", "<f8")])
+    with h5py.File(path, "a") as f:
+        f.create_dataset("pairs", data=np.zeros(10, dtype=comp))
+        f["tas"].attrs["calib"] = np.zeros(1, dtype=comp)
+        f.attrs["gcomp"] = np.zeros(1, dtype=comp)
+    return path
+
+
+EXPECTED_SKIPS = {("pairs", None), ("tas", "calib"), (None, "gcomp")}
+
+
+def _skips(items: list[dict]) -> set[tuple]:
+    assert all(i["reason"] for i in items)
+    return {(i["variable"], i["attribute"]) for i in items}
+
+
+@pytest.mark.parametrize("fmt", ["json", "icechunk"])
+def test_skip_unsupported_virtualize(tmp_path, fmt):
+    import zarrport
+
+    src = _with_unsupported(write_cmip6_year(tmp_path / "tas_2015.nc", 2015, nlat=4, nlon=8))
+    out = tmp_path / f"o.{fmt}"
+    proc = run("virtualize", str(src), "-o", str(out))  # off by default: refused
+    assert_clean_failure(proc, "cannot be virtualized")
+    assert proc.returncode == 5 and not out.exists()
+
+    proc = run("virtualize", str(src), "-o", str(out), "--skip-unsupported", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert _skips(result["skipped"]) == EXPECTED_SKIPS
+    assert "pairs" not in result["variables"] and "tas" in result["variables"]
+    ds = zarrport.open_dataset(str(out))
+    assert "pairs" not in ds.variables and "calib" not in ds.tas.attrs
+    assert ds.tas.attrs["units"] == "K" and "gcomp" not in ds.attrs
+    from zarrport.open import detect, read_provenance
+
+    url = out.as_uri()
+    record = read_provenance(url, detect(url, None), None)
+    assert _skips(record["skipped"]) == EXPECTED_SKIPS
+    # verify compares everything else, and expects what was left out to be missing
+    check = run("verify", str(out))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    proc = run("virtualize", str(src), "-o", str(out), "--skip-unsupported", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped (3, --skip-unsupported):" in proc.stdout
+    for line in ("variable pairs: compound", "attribute tas.calib: ",
+                 "global attribute gcomp: "):
+        assert line in proc.stdout, proc.stdout
+
+
+def test_skip_unsupported_batch(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for year in (2015, 2016):
+        _with_unsupported(write_cmip6_year(src / f"tas_{year}.nc", year, nlat=4, nlon=8))
+    out = tmp_path / "out"
+    proc = run("batch", str(src) + "/", "-o", str(out), "--json")
+    assert proc.returncode == 9
+    assert {f["code"] for f in json.loads(proc.stdout)["failures"]} == {"unsupported_variable"}
+    # the same files, refused before, are tried again with --skip-unsupported
+    proc = run("batch", str(src) + "/", "-o", str(out), "--skip-unsupported", "--json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["counts"]["failed"] == 0
+    (col,) = result["collections"].values()
+    assert col["dims"]["time"] == 730
+    assert _skips(col["skipped"]) == EXPECTED_SKIPS
+    text = run("batch", str(src) + "/", "-o", str(out), "--skip-unsupported")
+    assert text.returncode == 0
+    assert "skipped (--skip-unsupported): variable pairs: compound" in text.stdout
+    import zarrport
+
+    repo = out / col["icechunk"]
+    ds = zarrport.open_dataset(str(repo))
+    assert "pairs" not in ds.variables and ds.sizes["time"] == 730
+    check = run("verify", str(repo))
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -4,10 +4,12 @@ import click
 
 from zarrport.cli import cli
 from zarrport.cli.options import (
+    describe_skipped,
     echo_json,
     human_bytes,
     json_flag,
     parse_storage_options,
+    skip_unsupported_flag,
     storage_option,
 )
 
@@ -32,13 +34,14 @@ from zarrport.cli.options import (
               help="Leave this variable out (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--workers", type=int, help="Parallel workers for parsing many files.")
+@skip_unsupported_flag
 @storage_option
 @json_flag
 def virtualize_command(sources: tuple[str, ...], output: str, fmt: str | None,
                        concat_dim: str | None, subchunk_mb: float, inline_limit_mb: float,
                        group: str | None, drop: tuple[str, ...], overwrite: bool,
-                       workers: int | None, storage_options: tuple[str, ...],
-                       as_json: bool) -> None:
+                       workers: int | None, skip_unsupported: bool,
+                       storage_options: tuple[str, ...], as_json: bool) -> None:
     """Write references to SOURCES so they open as one Zarr dataset, without copying data.
 
     \b
@@ -72,6 +75,7 @@ def virtualize_command(sources: tuple[str, ...], output: str, fmt: str | None,
             storage_options=parse_storage_options(storage_options), subchunk_mb=subchunk_mb,
             inline_limit_mb=inline_limit_mb, group=group, drop_variables=drop,
             overwrite=overwrite, workers=workers, progress=progress,
+            skip_unsupported=skip_unsupported,
         )
     finally:
         if bar is not None:
@@ -92,4 +96,8 @@ def virtualize_command(sources: tuple[str, ...], output: str, fmt: str | None,
     for name, note in result.notes.items():
         if not note.startswith("inlined: small"):
             click.echo(f"  {name}: {note}")
+    if result.skipped:
+        click.echo(f"  skipped ({len(result.skipped)}, --skip-unsupported):")
+        for item in result.skipped:
+            click.echo(f"    {describe_skipped(item)}")
     click.echo(f"  {result.seconds:.2f} s")

@@ -566,7 +566,10 @@ def run_batch(
                 elif row["status"] == OK and row["collection"] == cid:
                     counts["unchanged"] += 1
                     continue
-                elif row["status"] == FAILED and row["error_code"] not in RETRY_NEXT_RUN:
+                elif row["status"] == FAILED and row["error_code"] not in RETRY_NEXT_RUN \
+                        and not (options.on_unsupported == "drop"
+                                 and row["error_code"] == "unsupported_variable"):
+                    # (refused for an unsupported variable: tried again with --skip-unsupported)
                     # bad in itself: recorded once with its reason, not tried again until it changes
                     counts["failed"] += 1
                     result.failures.append({"url": src.url, "code": row["error_code"],
@@ -724,6 +727,8 @@ def _commit_collection(book: Ledger, cid: str, out_url: str, root: str, concat_d
         "variables": summary["variables"], "referenced_bytes": summary["referenced_bytes"],
         "added": added, "changed": changed, "removed": removed,
     })
+    if summary["skipped"]:
+        entry["skipped"] = summary["skipped"]  # left out by --skip-unsupported, with reasons
     return entry
 
 

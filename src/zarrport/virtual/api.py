@@ -44,6 +44,8 @@ class VirtualizeResult:
     output_bytes: int
     seconds: float
     notes: dict[str, str] = field(default_factory=dict)
+    #: with ``skip_unsupported``: the variables / attributes left out and why
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -163,6 +165,8 @@ def provenance(vds: VirtualDataset, concat_dim: str | None,
         "concat_dim": concat_dim,
         "group": group,
         "sources": vds.source_stats,
+        # left out by --skip-unsupported: verify does not expect them
+        "skipped": list(getattr(vds, "skipped", [])),
     }
 
 
@@ -181,6 +185,7 @@ def virtualize(
     overwrite: bool = False,
     workers: int | None = None,
     progress: Progress | None = None,
+    skip_unsupported: bool = False,
 ) -> VirtualizeResult:
     """Write references to ``sources`` so that the output opens as one Zarr dataset.
 
@@ -190,7 +195,9 @@ def virtualize(
     ``subchunk_mb``; variables that cannot be referenced are inlined up to
     ``inline_limit_mb`` and refused above. ``storage_options`` apply to the sources and,
     unless ``output_storage_options`` is given, to the output. ``progress(done, total)`` is
-    called as sources are parsed.
+    called as sources are parsed. ``skip_unsupported``: variables and attributes that cannot
+    be referenced faithfully are left out instead of refusing the file; each is listed with
+    its reason in ``result.skipped`` and in the output's provenance record.
     """
     t0 = time.perf_counter()
     fmt = output_format(output, format)
@@ -203,6 +210,7 @@ def virtualize(
         subchunk_bytes=int(subchunk_mb * 2**20),
         inline_limit_bytes=int(inline_limit_mb * 2**20),
         drop_variables=tuple(drop_variables),
+        on_unsupported="drop" if skip_unsupported else "raise",
     )
     vds = build(sources, concat_dim=concat_dim, storage_options=storage_options,
                 options=options, workers=workers, progress=progress)
@@ -223,6 +231,7 @@ def virtualize(
         output_bytes=_size_of(out_url, out_opts),
         seconds=round(time.perf_counter() - t0, 3),
         notes={n: v.note for n, v in vds.variables.items() if v.note},
+        skipped=summary["skipped"],
     )
 
 
