@@ -455,3 +455,25 @@ def test_skip_unsupported_batch(tmp_path):
     assert "pairs" not in ds.variables and ds.sizes["time"] == 730
     check = run("verify", str(repo))
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_no_credentials_judged_without_botocore(tmp_path, monkeypatch):
+    """Without the [cloud] extra (no botocore) the check reads what object_store/Icechunk
+    would: environment variables, AWS_PROFILE, the shared files."""
+    from zarrport import storage
+
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AWS_REGION", "us-east-1")  # never a bucket-region lookup
+    monkeypatch.setitem(sys.modules, "botocore", None)  # import botocore -> ImportError
+    assert storage._no_s3_credentials()
+    assert storage._s3_credentials_from_environment() is None
+    with pytest.raises(storage.StorageError, match="no S3 credentials"):
+        storage._s3_settings({}, "bucket", for_fsspec=False)
+    monkeypatch.setenv("AWS_PROFILE", "work")
+    assert not storage._no_s3_credentials()
+    monkeypatch.delenv("AWS_PROFILE")
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "credentials").write_text("[default]\n")
+    assert not storage._no_s3_credentials()

@@ -330,10 +330,28 @@ def _credentials_for(
 
 def _s3_credentials_from_environment() -> tuple[str, str, str | None] | None:
     """(key, secret, token) from the AWS chain without instance metadata -- environment
-    variables, shared credentials/config files, SSO, web identity, container -- or None.
+    variables, shared credentials/config files, SSO, web identity, container -- or None
+    (also when botocore, which comes with the [cloud] extra, is not installed).
 
     Only meaningful while :func:`instance_metadata_disabled` (botocore then skips IMDS)."""
+    try:
+        import botocore  # noqa: F401
+    except ImportError:
+        return None
     return _credentials_for(_aws_environment())
+
+
+def _no_s3_credentials() -> bool:
+    """Nothing in the environment an S3 client could authenticate with (IMDS aside)."""
+    try:
+        import botocore  # noqa: F401
+    except ImportError:  # no [cloud] extra: judge by what object_store and Icechunk read
+        home = os.path.expanduser("~/.aws")
+        files = [os.environ.get("AWS_SHARED_CREDENTIALS_FILE", f"{home}/credentials"),
+                 os.environ.get("AWS_CONFIG_FILE", f"{home}/config")]
+        return not (_object_store_finds_credentials() or os.environ.get("AWS_PROFILE")
+                    or any(os.path.exists(f) for f in files))
+    return _s3_credentials_from_environment() is None
 
 
 def _as_bool(value: Any, name: str) -> bool:
@@ -376,6 +394,13 @@ def _s3_settings(opts: Mapping[str, Any], bucket: str | None, *, for_fsspec: boo
             "storage option 'profile' is only understood by s3fs; obstore and Icechunk cannot "
             "use AWS profiles from options. Set AWS_PROFILE (or key/secret) instead."
         )
+    anon = _as_bool(opts.get("anon"), "anon")
+    if not (anon or key or opts.get("profile")) and instance_metadata_disabled() \
+            and _no_s3_credentials():
+        # without this, every client would walk its credential chain to the end and fail
+        # there with a traceback (s3fs) or a message about the metadata endpoint (obstore);
+        # checked before the bucket-region lookup below, so nothing is sent at all
+        raise StorageError(NO_S3_CREDENTIALS)
     endpoint = opts.get("endpoint_url") or client_kwargs.get("endpoint_url")
     region = opts.get("region") or client_kwargs.get("region_name")
     if not region and endpoint:
@@ -389,12 +414,6 @@ def _s3_settings(opts: Mapping[str, Any], bucket: str | None, *, for_fsspec: boo
         )
     addressing = ((opts.get("config_kwargs") or {}).get("s3") or {}).get("addressing_style")
     path_style = addressing == "path" or (bool(endpoint) and addressing != "virtual")
-    anon = _as_bool(opts.get("anon"), "anon")
-    if not anon and not key and instance_metadata_disabled() \
-            and _s3_credentials_from_environment() is None:
-        # without this, every client would walk its credential chain to the end and fail
-        # there with a traceback (s3fs) or a message about the metadata endpoint (obstore)
-        raise StorageError(NO_S3_CREDENTIALS)
     return _S3Settings(
         key=key or None,
         secret=secret or None,
