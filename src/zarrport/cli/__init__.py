@@ -71,4 +71,4 @@ def main(argv: list[str] | None = None) -> None:
         # its event loop under them (teardown noise, or a crash instead of our exit status)
         from zarrport.eventloop import settle_zarr_tasks
 
-        settle_zarr_tasks()
+        settle_zarr_tasks(timeout=10.0)  # bounded: exiting must not hang on a stuck read
