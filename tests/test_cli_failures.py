@@ -477,3 +477,45 @@ def test_no_credentials_judged_without_botocore(tmp_path, monkeypatch):
     (tmp_path / ".aws").mkdir()
     (tmp_path / ".aws" / "credentials").write_text("[default]\n")
     assert not storage._no_s3_credentials()
+
+
+@pytest.fixture
+def denying_s3():
+    """An S3 endpoint on 127.0.0.1 that answers every request 403 AccessDenied."""
+    import http.server
+    import threading
+
+    body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+            b"<Message>Access Denied</Message></Error>")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _deny(self) -> None:
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_PUT = do_POST = _deny
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("command", ["virtualize", "batch"])
+def test_s3_listing_refused_is_one_line(tmp_path, denying_s3, command):
+    out = tmp_path / ("o.json" if command == "virtualize" else "out")
+    proc = run(command, "s3://bkt/*.nc", "-o", str(out), "--storage-option", "key=k",
+               "--storage-option", "secret=s", "--storage-option", f"endpoint_url={denying_s3}")
+    assert_clean_failure(proc, "cannot list s3://bkt/*.nc")
+    assert proc.returncode == 8
+    assert not out.exists()

@@ -154,7 +154,11 @@ def discover(spec: str, storage_options: dict | None = None,
     if any(ch in rest for ch in "*?["):
         static = re.split(r"[*?\[]", path, maxsplit=1)[0]
         root_path = static.rsplit("/", 1)[0] if "/" in static else static
-        found = fs.glob(path, detail=True)
+        try:
+            found = fs.glob(path, detail=True)
+        except Exception as err:  # endpoint unreachable, access denied ...: one line
+            raise StorageError(f"cannot list {spec}: {_one_line(err)}",
+                               source=url) from err
         infos = {p: i for p, i in found.items() if i.get("type", "file") == "file"}
     else:
         try:

@@ -20,6 +20,7 @@ from zarrport.errors import (
     OutputExistsError,
     OutputNotWritableError,
     SourceNotFoundError,
+    StorageError,
 )
 from zarrport.virtual.combine import combine
 from zarrport.virtual.model import VirtualDataset
@@ -89,7 +90,12 @@ def expand_sources(sources: str | Iterable[str], storage_options: dict | None) -
         url = storage.normalize_url(str(item))
         if any(ch in url.split("://", 1)[1] for ch in "*?["):
             fs, path = storage.filesystem(url, storage_options)
-            matches = sorted(fs.glob(path))
+            try:
+                matches = sorted(fs.glob(path))
+            except Exception as err:  # endpoint unreachable, access denied ...: one line
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise StorageError(f"cannot list {item}: {type(err).__name__}: {first}",
+                                   source=str(item)) from err
             if not matches:
                 raise SourceNotFoundError(f"no file matches {item}", source=str(item))
             scheme = url.split("://", 1)[0]
