@@ -10,8 +10,8 @@ import click
 from zarrport.errors import InvalidArgumentError
 from zarrport.inspect.guidelines import human_bytes
 
-__all__ = ["echo_json", "human_bytes", "json_flag", "parse_storage_options", "storage_option",
-           "version_options"]
+__all__ = ["describe_skipped", "echo_json", "human_bytes", "json_flag", "parse_storage_options",
+           "skip_unsupported_flag", "storage_option", "version_options"]
 
 
 def parse_storage_options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
@@ -40,6 +40,21 @@ storage_option = click.option(
 )
 json_flag = click.option("--json", "as_json", is_flag=True,
                          help="Print the result as JSON (the model the library returns).")
+
+
+skip_unsupported_flag = click.option(
+    "--skip-unsupported", is_flag=True,
+    help="Leave out variables and attributes that cannot be referenced faithfully (listed "
+    "with their reasons in the summary and the output's provenance record) instead of "
+    "refusing the whole file.")
+
+
+def describe_skipped(item: dict[str, Any]) -> str:
+    """One line for what --skip-unsupported left out."""
+    var, attr = item.get("variable"), item.get("attribute")
+    what = (f"attribute {var}.{attr}" if var and attr else f"global attribute {attr}" if attr
+            else f"variable {var}")
+    return f"{what}: {item.get('reason')}"
 
 
 def echo_json(data: Any) -> None:

@@ -117,6 +117,9 @@ class VirtualDataset:
     sources: list[str]
     #: per source: size / mtime / etag when the references were made (see storage.SourceStat)
     source_stats: list[dict[str, Any]] = field(default_factory=list)
+    #: what ``on_unsupported="drop"`` (--skip-unsupported) left out, one entry per variable
+    #: or attribute: {"variable": name or None (global), "attribute": name or None, "reason"}
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -141,6 +144,8 @@ class VirtualDataset:
             "referenced_bytes": referenced,
             "inlined_variables": inline,
             "native_chunks": native,
+            # models pickled (batch ledger) before ``skipped`` existed have no such attribute
+            "skipped": list(getattr(self, "skipped", [])),
         }
 
 
