@@ -982,6 +982,47 @@ def test_zarr_reads_2d_coordinates_of_a_projected_grid() -> None:
     np.testing.assert_array_equal(root["ozcon"][:], grid.layout.apply(values))
 
 
+def test_messages_decode_off_zarrs_event_loop_in_parallel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """zarr runs every read of every thread on one event loop ("zarr_io"): a codec that
+    decodes there decodes one message at a time. The codec decodes in worker threads, so
+    two chunks -- of one read, or of two Dask threads -- are decoded at the same time: each
+    decode below waits for a second one to be running (a barrier), which would time out if
+    they ran one after the other."""
+    import threading
+
+    import dask
+    import xarray as xr
+
+    store = MemoryStore()
+    _grid, fields = _steps_dataset(store, "eccodes", "float64")
+    want = np.stack(fields)
+    real = codec_module.decode
+    threads: list[str] = []
+    barrier = threading.Barrier(2, timeout=20)
+
+    def spy(message, layout, decoder="auto", dtype=np.float64):
+        threads.append(threading.current_thread().name)
+        barrier.wait()
+        return real(message, layout, decoder, dtype)
+
+    monkeypatch.setattr(codec_module, "decode", spy)
+    t = zarr.open_array(store, path="t", mode="r")
+    np.testing.assert_array_equal(t[:2], want[:2])  # one read, two chunks
+    assert len(threads) == 2 and "zarr_io" not in threads, threads
+    threads.clear()
+    ds = xr.open_zarr(store, consolidated=False, zarr_format=3, chunks={"step": 1})
+    with dask.config.set(scheduler="threads", num_workers=2):
+        got = ds["t"].isel(step=slice(1, 3)).compute().values  # two Dask tasks
+    np.testing.assert_array_equal(got, want[1:3])
+    assert len(threads) == 2 and "zarr_io" not in threads, threads
+    # the synchronous interface (zarr's SupportsSyncCodec) decodes in the calling thread
+    codec = t.metadata.codecs[0]
+    from zarr.abc.codec import _codec_supports_sync
+
+    assert _codec_supports_sync(codec)
+
+
 def test_writing_through_the_codec_is_refused() -> None:
     store = MemoryStore()
     _steps_dataset(store)

@@ -36,6 +36,7 @@ A message that no decoder can read raises :class:`~zarrport.errors.CorruptSource
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import struct
 from dataclasses import dataclass
@@ -559,13 +560,25 @@ class GribCodec(ArrayBytesCodec):
             out = np.asarray(read_key(message, self.field[4:]))
         return np.asarray(out).astype(dtype, copy=False).reshape(chunk_spec.shape)
 
-    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        """zarr's synchronous codec interface (``SupportsSyncCodec``, zarr >= 3.2): the
+        decode itself, in whichever thread calls it."""
         arr = self._decode_array(chunk_bytes.to_bytes(), chunk_spec)
         return chunk_spec.prototype.nd_buffer.from_ndarray_like(arr)
 
-    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        # Off zarr's event loop: every zarr read of every Dask thread shares that one
+        # loop, so decoding on it would decode one message at a time. ecCodes (cffi) and
+        # gribberish release the GIL while they decode, as zarr's own gzip/zstd/blosc
+        # codecs run in a thread (zarr 3.4.2).
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         raise NotImplementedError(
             "zarrport.grib is a read-only codec: chunks are GRIB messages referenced in place")
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        return self._encode_sync(chunk_array, chunk_spec)
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
         raise NotImplementedError("zarrport.grib chunks are whole GRIB messages of any size")
