@@ -3,12 +3,13 @@
 
 Why: reading one grid point's series of the 200-file benchmark archive touches 73,000 small
 chunks; through zarr-python's codec pipeline and one ``IcechunkStore.get`` per chunk that
-costs ~0.5 ms a chunk (zarr 3.4.2, icechunk 2.3.0; ``get`` alone ~0.17 ms, measured by
-``bench/bench_icechunk_read.py``). Here each array's references come out of the session in
-one columnar call (``IcechunkStore.array_chunk_iterator``, icechunk >= 2.3), local
-virtual chunks are read with ``os.pread`` and decoded with numcodecs -- the codecs zarr
-itself uses -- and xarray's own zarr backend does everything else (metadata, attributes,
-CF decoding, Dask chunks), so the dataset is the one ``xr.open_zarr(store)`` gives.
+costs ~0.5-0.7 ms a chunk (zarr 3.4.2, icechunk 2.3.0: 35-52 s, ``bench_icechunk_read.py``;
+73,000 concurrent ``get`` calls alone took 12 s). Here each array's references come out of
+the session in one columnar call (``IcechunkStore.array_chunk_iterator``, icechunk >= 2.3),
+local virtual chunks are read with ``os.pread`` and decoded with numcodecs -- the codecs
+zarr itself uses -- and xarray's own zarr backend does everything else (metadata,
+attributes, CF decoding, Dask chunks), so the dataset is the one ``xr.open_zarr(store)``
+gives.
 
 What is read through Icechunk itself (``store.get``, in one concurrent batch per read),
 exactly as zarr would: native and inline chunks, virtual chunks on object stores, and
