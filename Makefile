@@ -50,6 +50,7 @@ bench: install
 	$(PY) bench/bench_virtualize.py --out docs/benchmarks.md
 	$(PY) bench/bench_batch.py --write-docs
 	$(PY) bench/bench_icechunk_refs.py --out docs/benchmarks.md
+	$(PY) bench/bench_icechunk_read.py --out docs/benchmarks.md
 	$(PY) bench/bench_grib_decode.py --out docs/benchmarks.md
 	$(PY) bench/bench_grib.py --out docs/benchmarks.md
 

@@ -58,10 +58,14 @@ def test_quick_grib_benchmark_writes_its_section(tmp_path: Path) -> None:
         assert row["met?"].strip("*") in ("met", "not met"), row
     assert "requests/s" in s3["zarrport"]
     assert rows["... against cfgrib with a warm index"]["ratio"] != "-"
+    threads = rows["... zarrport with 2 Dask threads against 1"]
+    assert RATIO.match(threads["ratio"]) and "2 processes of pure CPU work" in threads["what"]
+    assert threads["met?"].strip("*") in ("met", "not met"), threads
 
     # every contender ran, and every result passed its check
     details = _table(section, "| part |")
     assert {r["part"] for r in details} == {"manifest", "s3", "read"}
+    assert any("two Dask threads" in r["contender"] for r in details)
     for r in details:
         assert TIME.match(r["median"]), r
         assert r["check"].startswith(("ok", "reference")), r

@@ -34,6 +34,7 @@ from zarrport.grib.codec import (
     packing_template,
 )
 from zarrport.grib.grid import Grid, Layout, grid_from_handle, grid_key, wrap_longitude
+from zarrport.testing import grib_synthetic as synthetic
 
 eccodes = pytest.importorskip("eccodes")
 
@@ -420,6 +421,166 @@ def test_gribberish_integer_overflow_falls_back_to_eccodes(
         np.testing.assert_array_equal(decode(message, layout, "gribberish").ravel(), want)
         np.testing.assert_array_equal(decode(message, layout, "auto").ravel(), want)
         monkeypatch.setattr(gribberish, "parse_grib_array", real)
+
+
+# ------------------------------------------------------- missing values, degenerate fields
+
+
+def _degenerate(case: str, shape: tuple[int, int]) -> tuple[np.ndarray, bool | None]:
+    """Values (NaN: absent) and the bitmap choice of one degenerate field."""
+    noisy = np.random.default_rng(3).normal(280.0, 5.0, shape)
+    v = np.full(shape, 273.15)
+    if case == "all_missing":
+        return np.full(shape, np.nan), True
+    if case == "one_present":
+        v = np.full(shape, np.nan)
+        v[2, 3] = 281.5
+        return v, True
+    if case == "constant":
+        return v, False
+    if case == "constant_with_missing":
+        v[:3] = np.nan
+        return v, True
+    if case == "bitmap_all_present":
+        return noisy, True
+    if case == "bitmap_all_present_constant":
+        return v, True
+    if case == "zero_with_missing":
+        v = np.zeros(shape)
+        v[::2] = np.nan
+        return v, True
+    assert case == "noisy_with_missing"
+    noisy.flat[::7] = np.nan
+    return noisy, True
+
+
+DEGENERATE = ("all_missing", "one_present", "constant", "constant_with_missing",
+              "bitmap_all_present", "bitmap_all_present_constant", "zero_with_missing",
+              "noisy_with_missing")
+
+
+@pytest.mark.parametrize("case", DEGENERATE)
+@pytest.mark.parametrize("packing", synthetic.PACKINGS)
+def test_missing_values_are_exact_for_every_packing_and_degenerate_field(
+        packing: str, case: str) -> None:
+    """Every packing x every degenerate field (every point missing, one present, constant
+    with 0 bits per value, a bitmap of all ones, zeros next to missing points ...): every
+    decoder gives eccodes' values with the bitmap's absent points as NaN, through zarr too.
+    (Before: an all-missing JPEG 2000 field hung in gribberish, decoder auto included.)"""
+    grid = synthetic.Grid(5.0) if packing == "grid_png" else synthetic.Grid(10.0)
+    values, with_bitmap = _degenerate(case, grid.shape)
+    message = synthetic.encode_field(values, packing, 16, grid, bitmap=with_bitmap)
+    want = message_reference(message)
+    h = eccodes.codes_new_from_message(message)
+    try:
+        assert eccodes.codes_get(h, "bitmapPresent") == int(with_bitmap)
+    finally:
+        eccodes.codes_release(h)
+    if packing != "grid_ieee":  # IEEE keeps every value; the others round
+        np.testing.assert_allclose(want, values.ravel(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(np.isnan(want), np.isnan(values).ravel())
+    layout = Layout(*grid.shape)
+    for decoder in DECODERS:
+        for dtype in ("float64", "float32"):
+            got = decode(message, layout, decoder, np.dtype(dtype))
+            assert got.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(got.ravel(), want.astype(dtype),
+                                          err_msg=f"{decoder} {dtype}")
+    store = MemoryStore()
+    array = zarr.create_array(store, name="v", shape=(1, *grid.shape), chunks=(1, *grid.shape),
+                              dtype="float32", fill_value=0.0, compressors=None, filters=None,
+                              serializer=GribCodec(layout=layout))
+    zarr.core.sync.sync(store.set("v/c/0/0/0", cpu.Buffer.from_bytes(message)))
+    np.testing.assert_array_equal(array[0].ravel(), want.astype("float32"))
+
+
+def test_an_all_missing_jpeg_field_does_not_hang() -> None:
+    """gribberish 1.9.0 loops forever on a JPEG 2000 message whose bitmap marks every point
+    absent (section 7 empty); ``auto`` sends small JPEG fields to gribberish. Run in a
+    child process so that, were it to hang again, this test fails instead of the run."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from zarrport.grib.codec import decode
+        from zarrport.grib.grid import Layout
+        from zarrport.testing.grib_synthetic import Grid, encode_field
+        grid = Grid(10.0)
+        message = encode_field(np.full(grid.shape, np.nan), "grid_jpeg", 16, grid)
+        for decoder in ("auto", "gribberish"):
+            assert np.isnan(decode(message, Layout(*grid.shape), decoder)).all()
+        print("ok")
+        """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("decoding an all-missing JPEG 2000 field hung")
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_bitmap_and_packed_value_count_are_read_from_the_bytes() -> None:
+    """codec.bitmap / packed_values agree with eccodes' bitmap and numberOfValues; GRIB1 and
+    messages without a bitmap give None."""
+    grid = synthetic.Grid(10.0)
+    for case in DEGENERATE:
+        values, with_bitmap = _degenerate(case, grid.shape)
+        message = synthetic.encode_field(values, "grid_simple", 16, grid, bitmap=with_bitmap)
+        h = eccodes.codes_new_from_message(message)
+        try:
+            count = eccodes.codes_get(h, "numberOfValues")
+            want = (np.asarray(eccodes.codes_get_array(h, "bitmap")) == 1
+                    if with_bitmap else None)
+        finally:
+            eccodes.codes_release(h)
+        assert codec_module.packed_values(message) == count
+        got = codec_module.bitmap(message)
+        if want is None:
+            assert got is None
+        else:
+            np.testing.assert_array_equal(got, want)
+    grib1 = first_message("cfgrib_regular_ll_sfc.grib")
+    assert codec_module.bitmap(grib1) is None and codec_module.packed_values(grib1) is None
+
+
+@pytest.mark.parametrize("packing", ["grid_simple", "grid_ccsds", "grid_png"])
+def test_gribberish_values_at_absent_points_go_to_eccodes(
+        packing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were gribberish to give a value (0.0, the reference value ...) where the bitmap says
+    absent, or NaN where it says present, the codec must not pass it on: the message goes
+    to eccodes, whose absent points are NaN."""
+    import gribberish
+
+    grid = synthetic.Grid(5.0)
+    checked = 0
+    for case in ("noisy_with_missing", "zero_with_missing", "bitmap_all_present"):
+        values, with_bitmap = _degenerate(case, grid.shape)
+        message = synthetic.encode_field(values, packing, 16, grid, bitmap=with_bitmap)
+        if gribberish_unsuitable(message) is not None:  # e.g. PNG at 0 bits: eccodes' anyway
+            continue
+        checked += 1
+        want = message_reference(message)
+        layout = Layout(*grid.shape)
+        real = gribberish.parse_grib_array
+
+        for wrong in ("zero at absent", "nan at present"):
+            present = int(np.flatnonzero(~np.isnan(want))[0])
+
+            def wrapped(msg, index, real=real, wrong=wrong, present=present):
+                got = np.array(real(msg, index), dtype=np.float64)
+                if wrong == "zero at absent":
+                    return np.nan_to_num(got, nan=0.0)
+                got[present] = np.nan
+                return got
+
+            monkeypatch.setattr(gribberish, "parse_grib_array", wrapped)
+            if wrong == "zero at absent" and not np.isnan(want).any():
+                continue
+            with pytest.raises(ValueError, match="missing points differ from the bitmap"):
+                codec_module._gribberish(message, layout, np.float64)
+            for decoder in ("gribberish", "auto"):
+                np.testing.assert_array_equal(decode(message, layout, decoder).ravel(), want)
+            monkeypatch.setattr(gribberish, "parse_grib_array", real)
+    assert checked >= 2
 
 
 @pytest.mark.parametrize("precision", [1, 2], ids=["ieee32", "ieee64"])
@@ -819,6 +980,47 @@ def test_zarr_reads_2d_coordinates_of_a_projected_grid() -> None:
                                   wrap_longitude(grid.layout.apply(lons)))
     np.testing.assert_array_equal(root["latitude"][:], grid.latitude)
     np.testing.assert_array_equal(root["ozcon"][:], grid.layout.apply(values))
+
+
+def test_messages_decode_off_zarrs_event_loop_in_parallel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """zarr runs every read of every thread on one event loop ("zarr_io"): a codec that
+    decodes there decodes one message at a time. The codec decodes in worker threads, so
+    two chunks -- of one read, or of two Dask threads -- are decoded at the same time: each
+    decode below waits for a second one to be running (a barrier), which would time out if
+    they ran one after the other."""
+    import threading
+
+    import dask
+    import xarray as xr
+
+    store = MemoryStore()
+    _grid, fields = _steps_dataset(store, "eccodes", "float64")
+    want = np.stack(fields)
+    real = codec_module.decode
+    threads: list[str] = []
+    barrier = threading.Barrier(2, timeout=20)
+
+    def spy(message, layout, decoder="auto", dtype=np.float64):
+        threads.append(threading.current_thread().name)
+        barrier.wait()
+        return real(message, layout, decoder, dtype)
+
+    monkeypatch.setattr(codec_module, "decode", spy)
+    t = zarr.open_array(store, path="t", mode="r")
+    np.testing.assert_array_equal(t[:2], want[:2])  # one read, two chunks
+    assert len(threads) == 2 and "zarr_io" not in threads, threads
+    threads.clear()
+    ds = xr.open_zarr(store, consolidated=False, zarr_format=3, chunks={"step": 1})
+    with dask.config.set(scheduler="threads", num_workers=2):
+        got = ds["t"].isel(step=slice(1, 3)).compute().values  # two Dask tasks
+    np.testing.assert_array_equal(got, want[1:3])
+    assert len(threads) == 2 and "zarr_io" not in threads, threads
+    # the synchronous interface (zarr's SupportsSyncCodec) decodes in the calling thread
+    codec = t.metadata.codecs[0]
+    from zarr.abc.codec import _codec_supports_sync
+
+    assert _codec_supports_sync(codec)
 
 
 def test_writing_through_the_codec_is_refused() -> None:

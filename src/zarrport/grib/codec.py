@@ -25,12 +25,18 @@ Configuration (all JSON, stored in the array metadata)::
   BaseException) included. Values are float64 as eccodes computes them, cast to the
   array's dtype.
 
+Missing values are exact for every packing: NaN exactly where the bitmap (or complex
+packing's missing value management) says absent, checked on gribberish's output
+(:func:`_check_missing`); a message whose bitmap marks every point absent and that packs
+no value is all NaN without a decoder (:func:`_all_missing`).
+
 A message that no decoder can read raises :class:`~zarrport.errors.CorruptSourceError`
 (one line, naming the message's first bytes), never a panic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import struct
 from dataclasses import dataclass
@@ -168,6 +174,48 @@ def packing(message: bytes) -> Packing | None:
     return Packing(template, bits, decimal, bitmap, reference=reference)
 
 
+def bitmap(message: bytes) -> np.ndarray | None:
+    """The points a GRIB2 message's bitmap (section 6, indicator 0) marks present, as a
+    boolean array in storage order; None without a bitmap of its own (indicator 255, or a
+    predefined / previously defined one, which eccodes resolves), for GRIB1, or for bytes
+    that are not one well-formed GRIB2 message."""
+    sections = grib2_sections(message)
+    if sections is None or 3 not in sections:
+        return None
+    pos, length = sections[6]
+    if length < 6 or message[pos + 5] != 0:
+        return None
+    s3, s3_length = sections[3]
+    if s3_length < 10:
+        return None
+    n = _U32(message, s3 + 6)[0]
+    if (length - 6) * 8 < n:
+        return None
+    bits = np.frombuffer(message, dtype=np.uint8, count=length - 6, offset=pos + 6)
+    return np.unpackbits(bits, count=n).astype(bool)
+
+
+def packed_values(message: bytes) -> int | None:
+    """Section 5's number of data points with a value (the points the bitmap marks
+    present), or None for GRIB1 or bytes that are not one well-formed GRIB2 message."""
+    sections = grib2_sections(message)
+    if sections is None or sections[5][1] < 9:
+        return None
+    return _U32(message, sections[5][0] + 5)[0]
+
+
+def _all_missing(message: bytes, npoints: int) -> bool:
+    """True for a GRIB2 message whose own bitmap marks every one of ``npoints`` absent and
+    whose section 5 packs no value: every decoder must give NaN everywhere, and
+    gribberish 1.9.0 loops forever on such a JPEG 2000 message (an empty section 7), so
+    nothing is decoded. A bitmap of zeros over packed values is inconsistent: eccodes
+    decides."""
+    if packed_values(message) != 0:  # cheap: most messages stop here
+        return False
+    mask = bitmap(message)
+    return mask is not None and mask.size == npoints and not mask.any()
+
+
 def packing_template(message: bytes) -> int | None:
     """GRIB2 data representation template number (section 5), read from the bytes without
     decoding; None for GRIB1 or a message too short to hold one."""
@@ -297,6 +345,10 @@ def decode_eccodes(message: bytes, layout: Layout, dtype: Any = np.float64) -> n
     return arrange(values, layout, dtype)
 
 
+def _nan(layout: Layout, dtype: Any) -> np.ndarray:
+    return np.full(layout.shape, np.nan, dtype=dtype)
+
+
 def decode_gribberish(message: bytes, layout: Layout, dtype: Any = np.float64) -> np.ndarray:
     """Values with gribberish (GRIB2 only), in ``layout`` order (NaN missing).
 
@@ -308,6 +360,8 @@ def decode_gribberish(message: bytes, layout: Layout, dtype: Any = np.float64) -
     why = gribberish_unsuitable(message)
     if why is not None:
         raise ValueError(why)
+    if _all_missing(message, layout.rows * layout.cols):
+        return _nan(layout, dtype)
     return _gribberish(message, layout, dtype)
 
 
@@ -321,7 +375,21 @@ def _gribberish(message: bytes, layout: Layout, dtype: Any) -> np.ndarray:
     if values.size != layout.rows * layout.cols:
         raise ValueError(f"gribberish gave {values.size} values")
     _check_not_below_reference(message, values)
+    _check_missing(message, values)
     return arrange(values, layout, dtype)
+
+
+def _check_missing(message: bytes, values: np.ndarray) -> None:
+    """gribberish's NaN must be exactly the points the bitmap marks absent (complex
+    packing may add its own missing values at present points); anything else -- a value
+    at an absent point, NaN at a present one -- sends the message to eccodes."""
+    mask = bitmap(message)
+    if mask is None or mask.size != values.size:
+        return
+    nan = np.isnan(values)
+    if nan[~mask].all() and (not nan[mask].any() or packing_template(message) in (2, 3)):
+        return
+    raise ValueError("gribberish's missing points differ from the bitmap")
 
 
 def _check_not_below_reference(message: bytes, values: np.ndarray) -> None:
@@ -345,6 +413,8 @@ def decode(message: bytes, layout: Layout, decoder: str = "auto",
     exact, and any failure of it, Rust panics included, falls back to eccodes."""
     if decoder not in DECODERS:
         raise ValueError(f"unknown GRIB decoder {decoder!r} (one of {', '.join(DECODERS)})")
+    if _all_missing(message, layout.rows * layout.cols):
+        return _nan(layout, dtype)
     p = packing(message) if decoder != "eccodes" else None
     if decoder == "auto":
         decoder = _fastest(p, layout.rows * layout.cols)
@@ -490,13 +560,25 @@ class GribCodec(ArrayBytesCodec):
             out = np.asarray(read_key(message, self.field[4:]))
         return np.asarray(out).astype(dtype, copy=False).reshape(chunk_spec.shape)
 
-    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        """zarr's synchronous codec interface (``SupportsSyncCodec``, zarr >= 3.2): the
+        decode itself, in whichever thread calls it."""
         arr = self._decode_array(chunk_bytes.to_bytes(), chunk_spec)
         return chunk_spec.prototype.nd_buffer.from_ndarray_like(arr)
 
-    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        # Off zarr's event loop: every zarr read of every Dask thread shares that one
+        # loop, so decoding on it would decode one message at a time. ecCodes (cffi) and
+        # gribberish release the GIL while they decode, as zarr's own gzip/zstd/blosc
+        # codecs run in a thread (zarr 3.4.2).
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         raise NotImplementedError(
             "zarrport.grib is a read-only codec: chunks are GRIB messages referenced in place")
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        return self._encode_sync(chunk_array, chunk_spec)
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
         raise NotImplementedError("zarrport.grib chunks are whole GRIB messages of any size")

@@ -95,6 +95,7 @@ __all__ = [
     "Grid",
     "ecmwf_index_path",
     "ecmwf_path",
+    "encode_field",
     "gefs_apcp_window",
     "gefs_idx_path",
     "gefs_path",
@@ -386,6 +387,44 @@ def _encode(handle: Any, values: np.ndarray, packing: str, bits: int) -> bytes:
             _set(handle, bitsPerValue=bits)
         eccodes.codes_set_values(handle, flat)
     return bytes(eccodes.codes_get_message(handle))
+
+
+def encode_field(values: np.ndarray, packing: str = "grid_simple", bits_per_value: int = 16,
+                 grid: GridSpec | None = None, *, bitmap: bool | None = None) -> bytes:
+    """One GRIB2 message holding ``values`` (shape ``grid.shape``, north to south), packed
+    as ``packing``; NaN values are absent points of a bitmap. ``bitmap``: None writes one
+    only if some value is NaN, True writes one even when every point is present (a bitmap
+    of all ones), False refuses NaN values. Degenerate fields come out as ecCodes writes
+    them: constant fields with 0 bits per value, an all-NaN field with a bitmap of zeros and
+    no packed values (section 7 empty)."""
+    _check_packing(packing, bits_per_value)
+    g = _as_grid(grid)
+    flat = np.asarray(values, dtype=np.float64)
+    if flat.shape != g.shape:
+        raise ValueError(f"values have shape {flat.shape}, the grid {g.shape}")
+    absent = np.isnan(flat)
+    if bitmap is None:
+        bitmap = bool(absent.any())
+    elif not bitmap and absent.any():
+        raise ValueError("NaN values need a bitmap")
+    h = _new_message(g, dt.datetime(2025, 1, 1), 0.0)
+    try:
+        if bitmap:
+            # a missingValue no value equals marks the absent points for ecCodes
+            _set(h, bitmapPresent=1, missingValue=9999.0 if not (flat == 9999.0).any()
+                 else float(np.nanmax(flat)) + 1.0)
+            flat = np.where(absent, eccodes.codes_get_double(h, "missingValue"), flat)
+        if absent.all():
+            # ecCodes refuses to pack no values for some packings ("Unable to code a field
+            # without values", ecCodes 2.50) yet writes the bitmap and an empty section 7
+            # through simple packing; the empty field then converts to any packing
+            _set(h, packingType="grid_simple", bitsPerValue=bits_per_value)
+            eccodes.codes_set_values(h, flat.ravel())
+            _set(h, packingType=packing)
+            return bytes(eccodes.codes_get_message(h))
+        return _encode(h, flat, packing, bits_per_value)
+    finally:
+        eccodes.codes_release(h)
 
 
 def _check_packing(packing: str, bits: int) -> None:
