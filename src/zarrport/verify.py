@@ -320,9 +320,11 @@ def verify(output: str, *, sources: list[str] | None = None,
             if p.kind == "changed":
                 p.detail += "; values not compared (Icechunk refuses its chunks)"
         return report
-    # kerchunk references are read twice: by zarrport's reader and by xarray's Zarr backend
-    # (what a user without zarrport gets); both must hold the sources' values
-    engines = ["zarrport", "zarr"] if kind.startswith("kerchunk") else [None]
+    # outputs are read twice: by zarrport's reader and by xarray's Zarr backend (over
+    # fsspec's reference:// or the Icechunk store: what a user without zarrport gets); both
+    # must hold the sources' values
+    engines = ["zarrport", "zarr"] if kind.startswith("kerchunk") or kind == "icechunk" \
+        else [None]
     try:
         expected = oracle_for([r["url"] for r in records], record.get("concat_dim"),
                               storage_options, record.get("group"))

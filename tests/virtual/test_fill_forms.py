@@ -35,6 +35,7 @@ NC3_CASES = {
     "f4_nan_valid_range": ("f", {"valid_range": np.array([np.nan, 5.0], dtype="f4")}),
     "i2_two_fills": ("h", {"_FillValue": np.int16(-999), "missing_value": np.float64(np.nan)}),
     "char_numeric_fill": ("c", {"_FillValue": np.int16(-1)}),
+    "i4_text_missing": ("i", {"missing_value": "-1.e+34f"}),
 }
 
 

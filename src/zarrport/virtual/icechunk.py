@@ -126,8 +126,9 @@ def v3_attrs(var: VirtualVariable) -> dict[str, Any]:
 
     src = dict(var.attrs)
     kind = var.dtype.kind
-    if kind in "iuf" and src.get("missing_value") is not None:
-        values = np.ravel(np.asarray(src["missing_value"], dtype="f8"))
+    missing = _as_floats(src.get("missing_value"))
+    if kind in "iuf" and missing is not None:
+        values = missing
         if not np.isfinite(values).all():
             finite = [float(v) for v in values if np.isfinite(v)]
             infinite = [float(v) for v in values if np.isinf(v)]
@@ -142,8 +143,9 @@ def v3_attrs(var: VirtualVariable) -> dict[str, Any]:
             else:
                 src.pop("missing_value")
     fill = src.get("_FillValue")
-    if fill is not None and kind in "iu" and exact_fill(fill, var.dtype) is None:
-        value = float(np.ravel(np.asarray(fill, dtype="f8"))[0])
+    if (fill is not None and kind in "iu" and exact_fill(fill, var.dtype) is None
+            and _as_floats(fill) is not None and _as_floats(fill).size == 1):
+        value = float(_as_floats(fill)[0])
         src.pop("_FillValue")
         if math.isinf(value):
             _refuse_v3(var, "_FillValue", fill)
@@ -162,6 +164,17 @@ def v3_attrs(var: VirtualVariable) -> dict[str, Any]:
         # netCDF char fill values mask nothing xarray decodes
         attrs.pop("_FillValue")
     return attrs
+
+
+def _as_floats(value: Any) -> np.ndarray | None:
+    """A numeric attribute as float64 values; None for anything else (strings: some files
+    carry ``missing_value = "-1.e+34f"``), which is left as it is."""
+    if value is None or isinstance(value, str | bytes):
+        return None
+    try:
+        return np.ravel(np.asarray(value, dtype="f8"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _refuse_v3(var: VirtualVariable, attr: str, value: Any) -> None:
