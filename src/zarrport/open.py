@@ -3,8 +3,8 @@
 The kind is detected from the content, not the name: kerchunk JSON (a JSON object with
 ``refs``/``version``), kerchunk Parquet (a directory whose ``.zmetadata`` has
 ``record_size``), an Icechunk repository (``repo``/``refs``/``snapshots`` entries), a Zarr
-v2/v3 store (``.zgroup``/``.zmetadata``/``zarr.json``), NetCDF-4/HDF5 and NetCDF-3 files
-(magic bytes).
+v2/v3 store (``.zgroup``/``.zmetadata``/``zarr.json``), NetCDF-4/HDF5, NetCDF-3 and GRIB
+files (magic bytes).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from zarrport.errors import (
 )
 from zarrport.virtual.parse import sniff
 
-KINDS = ("kerchunk-json", "kerchunk-parquet", "icechunk", "zarr", "netcdf4", "netcdf3")
+KINDS = ("kerchunk-json", "kerchunk-parquet", "icechunk", "zarr", "netcdf4", "netcdf3",
+         "grib")
 
 
 def detect(url: str, storage_options: dict | None = None) -> str:
@@ -63,8 +64,8 @@ def detect(url: str, storage_options: dict | None = None) -> str:
     kind = sniff(head)
     if kind == "hdf5":
         return "netcdf4"
-    if kind == "netcdf3":
-        return "netcdf3"
+    if kind in ("netcdf3", "grib"):
+        return kind
     if head.lstrip()[:1] == b"{":
         # kerchunk writes "version"/"refs" (or v0 metadata keys) first: no need to parse
         # megabytes of references just to recognise them
@@ -140,6 +141,8 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
 
             ds = derive(ds)
         return ds
+    if kind == "grib":
+        return _open_grib(url, storage_options, **xarray_kwargs)
     if kind == "zarr":
         fs_opts = None if url.startswith("file://") else storage.filesystem_options(
             url, storage_options)
@@ -152,6 +155,17 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
     if url.startswith("file://"):
         return xr.open_dataset(path, engine="netcdf4", **xarray_kwargs)
     return xr.open_dataset(fs.open(path, "rb"), engine=engine, **xarray_kwargs)
+
+
+def _open_grib(url: str, storage_options: dict | None, **xarray_kwargs: Any) -> xr.Dataset:
+    """A plain GRIB file, scanned by :class:`~zarrport.grib.scan.GribParser` (headers only)
+    and opened from its ``ManifestStore``: values are decoded on access, one message per
+    chunk, by the ``zarrport.grib`` codec (ecCodes, or gribberish where it is exact)."""
+    from zarrport.grib.scan import GribParser
+
+    store = GribParser()(url, storage.object_store_registry([url], storage_options))
+    return xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=3,
+                           **xarray_kwargs)
 
 
 def _is_grib(store: Any) -> bool:

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import eccodes
+import numpy as np
 import pytest
+import xarray as xr
 
 from test_cli import assert_clean_failure, leftovers, run
-from zarrport.testing.grib_synthetic import make_gefs_cycle
+from zarrport.testing.grib_synthetic import grib_message, make_gefs_cycle
 
 REAL = Path(__file__).resolve().parents[3] / "shared/data/real/grib"
 
@@ -49,3 +53,137 @@ def test_grib_ingest_of_wrong_folders_fails_cleanly(tmp_path, kind):
         assert_clean_failure(proc, needle)
         assert proc.returncode == code
         assert not out.exists()
+
+
+# --------------------------------------------------------------------------- plain GRIB files
+
+
+def eccodes_fields(path: Path) -> list[dict]:
+    """Every message as ecCodes decodes it: shortName, level, values (NaN missing) with the
+    latitude and longitude of each point (longitudes wrapped to -180..180)."""
+    out = []
+    with open(path, "rb") as f:
+        while (h := eccodes.codes_grib_new_from_file(f)) is not None:
+            try:
+                eccodes.codes_set(h, "missingValue", np.nan)
+                out.append({
+                    "shortName": eccodes.codes_get(h, "shortName"),
+                    "endStep": eccodes.codes_get(h, "endStep"),
+                    "values": eccodes.codes_get_values(h),
+                    "lat": eccodes.codes_get_array(h, "latitudes"),
+                    "lon": (eccodes.codes_get_array(h, "longitudes") + 180) % 360 - 180})
+            finally:
+                eccodes.codes_release(h)
+    return out
+
+
+def same_field(da: xr.DataArray, field: dict) -> None:
+    """``da`` (one field) holds ecCodes' values at ecCodes' coordinates, as float32."""
+    lat, lon = xr.broadcast(da.latitude, da.longitude)
+    ours = sorted(zip(np.round(lat.values.ravel(), 6), np.round(lon.values.ravel(), 6),
+                      da.values.ravel().tolist(), strict=True), key=_key)
+    theirs = sorted(zip(np.round(field["lat"], 6), np.round(field["lon"], 6),
+                        field["values"].astype(np.float32).tolist(), strict=True), key=_key)
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a[:2] == b[:2]
+        assert a[2] == b[2] or (np.isnan(a[2]) and np.isnan(b[2])), (a, b)
+
+
+def _key(t):
+    return (t[0], t[1], -np.inf if np.isnan(t[2]) else t[2])
+
+
+@pytest.fixture
+def two_steps(tmp_path) -> Path:
+    """A GRIB2 file of 2 m temperature at steps 0 and 6 h, with a bitmap in the second."""
+    values = 270.0 + np.arange(16 * 31) * 0.125
+    gappy = values.copy()
+    gappy[::5] = 9999.0
+    msgs = [grib_message(values=values, shortName="2t", stepUnits=1, forecastTime=0),
+            grib_message(values=gappy, shortName="2t", stepUnits=1, forecastTime=6,
+                         bitmapPresent=1, missingValue=9999.0)]
+    path = tmp_path / "t2m"  # no extension: recognised by its bytes
+    path.write_bytes(b"".join(msgs))
+    return path
+
+
+def test_detect_grib_by_content(tmp_path, two_steps):
+    from zarrport.open import detect
+
+    assert detect(str(two_steps)) == "grib"
+    wmo = tmp_path / "bulletin.bin"
+    wmo.write_bytes(b"\x01\r\r\n123\r\r\nHTXA50 KWBC 010000\r\r\n" + two_steps.read_bytes())
+    assert detect(str(wmo)) == "grib"
+
+
+def test_inspect_grib_text_and_json(two_steps):
+    proc = run("inspect", str(two_steps))
+    assert proc.returncode == 0, proc.stderr
+    assert "format   grib: GRIB2" in proc.stdout
+    assert "messages 2" in proc.stdout
+    assert "grid     regular_ll: latitude=31 x longitude=16" in proc.stdout
+    assert "summary: virtualize" in proc.stdout
+    proc = run("inspect", str(two_steps), "--json")
+    report = json.loads(proc.stdout)
+    assert report["format"] == "grib"
+    assert report["dims"] == {"step": 2, "latitude": 31, "longitude": 16}
+    t = next(v for v in report["variables"] if v["name"] == "2t")
+    assert t["verdict"] == "virtualize" and t["chunks_allocated"] == 2
+    assert [m["step_minutes"] for m in report["grib"]["messages"]] == [0, 360]
+    assert report["grib"]["grids"][0]["grid_type"] == "regular_ll"
+
+
+def test_inspect_grib_refused_file_names_the_reason(tmp_path):
+    sh = tmp_path / "sh.grib2"
+    sh.write_bytes(grib_message("sh_ml_grib2"))
+    proc = run("inspect", str(sh), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["summary"]["verdict"] == "convert"
+    assert "spherical harmonics" in report["problems"][0]
+    assert len(report["grib"]["messages"]) == 1
+
+
+def test_inspect_grib_with_group_is_refused(two_steps):
+    proc = run("inspect", str(two_steps), "--group", "g")
+    assert_clean_failure(proc, "GRIB files have no groups")
+
+
+def test_info_and_open_dataset_read_grib_lazily(two_steps):
+    import zarrport
+
+    ds = zarrport.open_dataset(str(two_steps))
+    assert ds["2t"].dims == ("step", "latitude", "longitude")
+    assert ds["2t"].variable._in_memory is False  # nothing decoded yet
+    fields = eccodes_fields(two_steps)
+    for k, field in enumerate(fields):
+        same_field(ds["2t"].isel(step=k), field)
+    assert int(np.isnan(ds["2t"].isel(step=1)).sum()) == int(np.isnan(fields[1]["values"]).sum())
+    proc = run("info", str(two_steps), "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["kind"] == "grib"
+    assert info["data_vars"]["2t"]["dims"] == ["step", "latitude", "longitude"]
+
+
+def test_virtualize_grib_to_icechunk(tmp_path, two_steps):
+    import zarrport
+
+    out = tmp_path / "t2m.icechunk"
+    proc = run("virtualize", str(two_steps), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "2 chunk references" in proc.stdout
+    ds = zarrport.open_dataset(str(out))
+    for k, field in enumerate(eccodes_fields(two_steps)):
+        same_field(ds["2t"].isel(step=k), field)
+
+
+@pytest.mark.parametrize("fmt", ["json", "parquet"])
+def test_virtualize_grib_to_kerchunk_is_refused(tmp_path, two_steps, fmt):
+    out = tmp_path / f"t2m.{fmt}"
+    proc = run("virtualize", str(two_steps), "-o", str(out))
+    assert_clean_failure(proc, "zarrport.grib", "Icechunk")
+    assert proc.returncode == 5
+    assert not out.exists()
+    assert leftovers(tmp_path) == []

@@ -39,12 +39,14 @@ def describe(url: str, storage_options: dict | None) -> dict:
 @storage_option
 @json_flag
 def info_command(url: str, storage_options: tuple[str, ...], as_json: bool) -> None:
-    """Open URL (references, Icechunk, Zarr or NetCDF -- detected from the content) and
-    describe the dataset.
+    """Open URL (references, Icechunk, Zarr, NetCDF or GRIB -- detected from the content)
+    and describe the dataset. A GRIB file is scanned (headers only) and opened lazily: one
+    message per chunk, decoded when read.
 
     \b
     Example:
       zarrport info tas.icechunk
+      zarrport info data/era5_t2m.grib2
     """
     from zarrport.open import detect, open_dataset
 
