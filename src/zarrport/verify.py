@@ -9,7 +9,8 @@ Three checks, each reported per item:
   refuses chunks of files modified after referencing);
 * **values** -- every variable read through the references equals the sources read by
   netCDF4 (h5netcdf/scipy for remote files): same values and NaN positions, decoded times,
-  attributes.
+  attributes. GRIB sources are compared with ecCodes instead, message by message
+  (:mod:`zarrport.grib.verify`).
 """
 
 from __future__ import annotations
@@ -291,6 +292,8 @@ def verify(output: str, *, sources: list[str] | None = None,
         report.problems.extend(problems)
     if any(p.kind in ("missing", "range") for p in report.problems):
         return report  # reading would fail or read garbage; the problems say why
+    if _is_grib_source(records[0]["url"], storage_options):
+        return _verify_grib(url, report, [r["url"] for r in records], storage_options)
     # kerchunk references are read twice: by zarrport's reader and by xarray's Zarr backend
     # (what a user without zarrport gets); both must hold the sources' values
     engines = ["zarrport", "zarr"] if kind.startswith("kerchunk") else [None]
@@ -308,6 +311,36 @@ def verify(output: str, *, sources: list[str] | None = None,
         raise
     except Exception as err:  # a chunk that cannot be read is a verification failure
         report.problems.append(Problem("open", url, f"{type(err).__name__}: {err}"))
+    return report
+
+
+def _is_grib_source(url: str, storage_options: dict | None) -> bool:
+    from zarrport.virtual.parse import sniff
+
+    try:
+        fs, path = storage.filesystem(url, storage_options)
+        with fs.open(path, "rb") as f:
+            return sniff(f.read(4104)) == "grib"
+    except Exception:  # a missing source is reported by the staleness check
+        return False
+
+
+def _verify_grib(url: str, report: VerifyReport, sources: list[str],
+                 storage_options: dict | None) -> VerifyReport:
+    """Every message of the GRIB sources against ecCodes (:mod:`zarrport.grib.verify`)."""
+    from zarrport.grib.verify import verify_grib
+    from zarrport.open import open_dataset
+
+    try:
+        actual = open_dataset(url, storage_options=storage_options)
+        checked, problems = verify_grib(sources, actual, storage_options)
+    except ZarrportError:
+        raise
+    except Exception as err:  # a chunk that cannot be read is a verification failure
+        report.problems.append(Problem("open", url, f"{type(err).__name__}: {err}"))
+        return report
+    report.variables_checked = checked
+    report.problems.extend(Problem(*p) for p in problems)
     return report
 
 

@@ -187,3 +187,118 @@ def test_virtualize_grib_to_kerchunk_is_refused(tmp_path, two_steps, fmt):
     assert proc.returncode == 5
     assert not out.exists()
     assert leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- verify, combine
+
+
+def hourly_files(root: Path, hours=(0, 1, 2), **keys) -> list[Path]:
+    """One GRIB2 file per hour (analyses: step 0), 2t and msl in each."""
+    out = []
+    for h in hours:
+        msgs = [grib_message(values=np.arange(16 * 31) + 1000.0 * h, shortName="2t",
+                             dataDate=20250101, dataTime=100 * h, **keys),
+                grib_message(values=np.arange(16 * 31) * 2.0 + h, shortName="msl",
+                             dataDate=20250101, dataTime=100 * h, **keys)]
+        path = root / f"an_{h:02d}.grib2"
+        path.write_bytes(b"".join(msgs))
+        out.append(path)
+    return out
+
+
+def test_verify_grib_output_against_eccodes(tmp_path, two_steps):
+    out = tmp_path / "t2m.icechunk"
+    assert run("virtualize", str(two_steps), "-o", str(out)).returncode == 0
+    proc = run("verify", str(out), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] and report["variables_checked"] == 2  # one per message
+    with open(two_steps, "ab") as f:  # the source changes after referencing
+        f.write(b"\0" * 8)
+    proc = run("verify", str(out), "--json")
+    assert proc.returncode == 7
+    assert any(p["kind"] == "changed" for p in json.loads(proc.stdout)["problems"])
+
+
+def test_grib_oracle_sees_a_wrong_value_and_a_wrong_place(two_steps):
+    """compare_field, verify's comparison, against ecCodes' own points."""
+    import zarrport
+    from zarrport.grib.verify import compare_field, eccodes_points
+
+    ds = zarrport.open_dataset(str(two_steps))
+    with open(two_steps, "rb") as f:
+        h = eccodes.codes_grib_new_from_file(f)
+        lat, lon, values = eccodes_points(h)
+        eccodes.codes_release(h)
+    field = ds["2t"].isel(step=0).load()
+    assert compare_field(field, lat, lon, values) is None
+    wrong = field.copy(data=field.values.copy())
+    wrong.values[3, 4] += 1
+    assert "1 of 496 values differ" in compare_field(wrong, lat, lon, values)
+    flipped = field.copy(data=field.values[::-1].copy())  # rows in the wrong order
+    assert "values differ" in compare_field(flipped, lat, lon, values)
+
+
+def test_virtualize_hourly_grib_files_along_time(tmp_path):
+    import zarrport
+
+    files = hourly_files(tmp_path)
+    out = tmp_path / "an.icechunk"
+    proc = run("virtualize", str(files[2]), str(files[0]), str(files[1]), "-o", str(out),
+               "--concat-dim", "time")
+    assert proc.returncode == 0, proc.stderr
+    ds = zarrport.open_dataset(str(out))
+    assert ds["2t"].dims == ("init_time", "latitude", "longitude")
+    assert [str(t)[:16] for t in ds.init_time.values] == [
+        "2025-01-01T00:00", "2025-01-01T01:00", "2025-01-01T02:00"]
+    for k, path in enumerate(files):
+        fields = eccodes_fields(path)
+        same_field(ds["2t"].isel(init_time=k), fields[0])
+        same_field(ds["msl"].isel(init_time=k), fields[1])
+    assert "GRIB_init_time" not in ds["2t"].attrs
+    proc = run("verify", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "6 variable(s) compared" in proc.stdout
+
+
+def test_combining_grib_files_refuses_what_it_cannot_place(tmp_path):
+    files = hourly_files(tmp_path, hours=(0, 1))
+    out = tmp_path / "x.icechunk"
+    proc = run("virtualize", str(files[0]), str(files[0]), "-o", str(out),
+               "--concat-dim", "time")
+    assert_clean_failure(proc, "2025-01-01 00:00:00 is in 2 files")
+    proc = run("virtualize", *map(str, files), "-o", str(out), "--concat-dim", "step")
+    assert_clean_failure(proc, "init_time is '2025-01-01T00:00:00' in", "only step may differ")
+    proc = run("virtualize", *map(str, files), "-o", str(out), "--concat-dim", "lat")
+    assert_clean_failure(proc, "GRIB files combine along init_time (or time), member, step")
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_batch_over_an_archive_of_hourly_grib_files(tmp_path):
+    """batch picks *.grib2 from a prefix, combines the hours along init_time (the default
+    --concat-dim time), appends a new hour on the next run; verify checks all against
+    ecCodes."""
+    import zarrport
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    files = hourly_files(archive, hours=(0, 1, 2))
+    out = tmp_path / "out"
+    proc = run("batch", str(archive), "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["counts"]["new"] == 3 and result["counts"]["failed"] == 0
+    repo = out / "collections" / "archive.icechunk"
+    ds = zarrport.open_dataset(str(repo))
+    assert ds.sizes["init_time"] == 3
+    files += hourly_files(archive, hours=(3,))
+    proc = run("batch", str(archive), "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ds = zarrport.open_dataset(str(repo))
+    assert ds.sizes["init_time"] == 4
+    for k, path in enumerate(files):
+        same_field(ds["2t"].isel(init_time=k), eccodes_fields(path)[0])
+    proc = run("verify", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "8 variable(s) compared" in proc.stdout
