@@ -106,6 +106,8 @@ class Located:
     offset: int
     length: int
     edition: int
+    #: fields in the message (GRIB2 multi-field messages: more than one)
+    fields: int = 1
 
 
 @dataclass
@@ -126,6 +128,8 @@ class _Header:
     float64: bool
     group: tuple[Any, ...] = ()
     grid: str = ""
+    #: multi-field message: the field's number in it (0-based)
+    message_field: int | None = None
 
 
 # --------------------------------------------------------------------------- locating
@@ -174,11 +178,12 @@ def locate_messages(data: bytes | bytearray | memoryview | mmap.mmap, source: st
             raise CorruptSourceError(
                 f"{where}: corrupt: no '7777' at the end of its {length} bytes (the length "
                 "field or the message is damaged)", source=source)
+        fields = 1
         if edition == 2:
-            _check_grib2_sections(data, i, length, where, source)
+            fields = _check_grib2_sections(data, i, length, where, source)
         else:
             _check_grib1_sections(data, i, length, where, source)
-        out.append(Located(number, i, length, edition))
+        out.append(Located(number, i, length, edition, fields))
         pos = i + length
     if not out:
         raise UnrecognizedFormatError(
@@ -240,9 +245,10 @@ def _check_grib1_sections(data: Any, i: int, length: int, where: str, source: st
                                  source=source)
 
 
-def _check_grib2_sections(data: Any, i: int, length: int, where: str, source: str) -> None:
-    """Walk sections 1-7: they must tile the message exactly; more than one section 7 is a
-    multi-field message (several fields sharing sections), which zarrport refuses."""
+def _check_grib2_sections(data: Any, i: int, length: int, where: str, source: str) -> int:
+    """Walk sections 1-7: they must tile the message exactly. Returns the number of fields
+    (section 7s): more than one is a multi-field message (several fields sharing sections
+    1-3), whose fields are read one by one (:func:`zarrport.grib.codec.grib2_field`)."""
     end = i + length - 4
     p = i + 16
     fields = 0
@@ -266,10 +272,7 @@ def _check_grib2_sections(data: Any, i: int, length: int, where: str, source: st
         raise CorruptSourceError(
             f"{where}: corrupt: no {' / '.join(missing)} section (sections found: {seen})",
             source=source)
-    if fields > 1:
-        raise UnsupportedVariableError(
-            f"{where}: unsupported: multi-field message ({fields} fields in one GRIB2 "
-            "message); zarrport maps one message to one chunk", source=source)
+    return fields
 
 
 # --------------------------------------------------------------------------- keys
@@ -477,9 +480,9 @@ class GribParser:
             canonical: dict[str, str] = {}  # grid digest -> canonical grid key
             first_of_grid: dict[tuple[Any, ...], str] = {}
             described: dict[tuple[Any, ...], dict[str, Any]] = {}
-            for loc in located:
-                message = bytes(data[loc.offset:loc.offset + loc.length])
-                where = _where(url, loc.number, loc.offset)
+            for loc, k, message in _messages(data, located, url):
+                where = _where(url, loc.number, loc.offset) + (
+                    f" field {k + 1}" if k is not None else "")
                 try:
                     h = eccodes.codes_new_from_message(message)
                 except Exception as e:  # noqa: BLE001 - eccodes raises many types
@@ -491,6 +494,7 @@ class GribParser:
                         continue
                     try:
                         head = _read_header(h, loc, url)
+                        head.message_field = k
                         if head.grid_digest not in canonical:
                             grid = self._grid(h, head, url)
                             same = (grid.grid_type, grid.layout, grid.latitude.tobytes(),
@@ -564,8 +568,9 @@ class GribParser:
                     url=url, offset=m.loc.offset, length=m.loc.length, name=name,
                     grid=m.grid, init_time=m.init_time, member=m.member, step=m.step,
                     level=m.level, level_type=m.type_of_level, window_start=m.window_start,
-                    dtype=dtype, attrs=attrs))
-        fields.sort(key=lambda f: f.offset)  # file order: grid numbering follows the file
+                    dtype=dtype, attrs=attrs, message_field=m.message_field))
+        # file order: grid numbering follows the file
+        fields.sort(key=lambda f: (f.offset, f.message_field or 0))
         centres = {a.get("GRIB_centre") for a in described.values()}
         attrs: dict[str, Any] = {"source": url}
         if len(centres) == 1:
@@ -574,6 +579,24 @@ class GribParser:
             return build_dataset(fields, grids, attrs=attrs, source_stats={url: stat})
         except IncompatibleSourcesError as e:
             raise IncompatibleSourcesError(f"{url}: {e}", source=url) from None
+
+
+def _messages(data: Any, located: list[Located], url: str) -> Any:
+    """(location, field number or None, bytes) of every field: a multi-field message gives
+    each of its fields as a message of its own."""
+    from zarrport.grib.codec import grib2_field
+
+    for loc in located:
+        message = bytes(data[loc.offset:loc.offset + loc.length])
+        if loc.fields == 1:
+            yield loc, None, message
+            continue
+        for k in range(loc.fields):
+            try:
+                yield loc, k, grib2_field(message, k)
+            except CorruptSourceError as e:
+                raise CorruptSourceError(f"{_where(url, loc.number, loc.offset)}: {e}",
+                                         source=url) from None
 
 
 def _accepted(value: Any) -> list[Any]:

@@ -65,23 +65,10 @@ def _keys(h: Any) -> dict[str, Any]:
 
 
 def eccodes_points(h: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(latitudes, longitudes, values) of every point from ecCodes' geo-iterator, absent
-    points NaN. The iterator pairs each value with its point (it reorders the values of
-    projected grids for their scanning mode, alternative row scanning included), which
-    ``codes_get_values`` with the ``latitudes`` key does not. Through ``grib_get_data`` of
-    ecCodes' C API (eccodes-python's ``codes_grib_get_data`` builds one Python object per
-    point: minutes for a 2 M-point field)."""
-    import eccodes
-    from gribapi import gribapi
-    from gribapi.bindings import ffi, lib
+    """ecCodes' geo-iterator: (latitudes, longitudes, values), absent points NaN."""
+    from zarrport.grib.grid import iterator_points
 
-    eccodes.codes_set(h, "missingValue", np.nan)
-    n = int(eccodes.codes_get(h, "numberOfDataPoints"))
-    bufs = [ffi.new("double[]", max(n, 1)) for _ in range(3)]
-    gribapi.GRIB_CHECK(lib.grib_get_data(gribapi.get_handle(h), *bufs))
-    lat, lon, values = (np.frombuffer(ffi.buffer(b), dtype=np.float64)[:n].copy()
-                        for b in bufs)
-    return lat, lon, values
+    return iterator_points(h)
 
 
 def _triples(lat: np.ndarray, lon: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -97,9 +97,10 @@ def inspect_grib(url: str, *, size: int, storage_options: dict | None = None) ->
             "offset": f.offset, "length": f.length, "variable": f.name,
             "init_time": None if f.init_time is None else str(np.datetime64(f.init_time, "s")),
             "member": f.member, "step_minutes": _minutes(f.step), "level": f.level,
-            "level_type": f.level_type})
-    for k, m in enumerate(messages, 1):
-        m["number"] = k
+            "level_type": f.level_type, "message_field": f.message_field})
+    numbers = {off: k for k, off in enumerate(dict.fromkeys(m["offset"] for m in messages), 1)}
+    for m in messages:
+        m["number"] = numbers[m["offset"]]
     grids = []
     for key, g in built.grids.items():
         lat, lon = np.asarray(g.latitude), np.asarray(g.longitude)

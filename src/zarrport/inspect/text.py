@@ -52,8 +52,10 @@ def render_text(report: SourceReport) -> str:
                  f"{report.global_attr_count} global attributes"
                  + (f", group {report.group}" if report.group else ""))
     if report.grib is not None:
-        lines.append(f"  messages {len(report.grib['messages'])}, decoded by the "
-                     f"{report.grib['codec']} codec")
+        msgs = report.grib["messages"]
+        n = len({m["offset"] for m in msgs})
+        fields = f" ({len(msgs)} fields)" if len(msgs) != n else ""
+        lines.append(f"  messages {n}{fields}, decoded by the {report.grib['codec']} codec")
         for g in report.grib["grids"]:
             shape = " x ".join(f"{d}={n}" for d, n in zip(g["dims"], g["shape"], strict=True))
             where = ""
