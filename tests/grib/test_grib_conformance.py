@@ -30,7 +30,6 @@ FILES = grib_files(REAL) if REAL.exists() else []
 #: identical to ecCodes
 REFUSED = {
     "cfgrib_era5-levels-corrupted.grib": ("CorruptSourceError", r"message 1 \(byte 0\).*7777"),
-    "eccodes_gridspec_healpix.grib": ("UnsupportedVariableError", "unsupported grid: healpix"),
     "eccodes_gridspec_icon.grib": ("UnsupportedVariableError", "unstructured_grid"),
     "eccodes_gridspec_orca.grib": ("UnsupportedVariableError", "unstructured_grid"),
     "eccodes_ifs_sh_ml_grib2.tmpl": ("UnsupportedVariableError", "unsupported grid: sh"),

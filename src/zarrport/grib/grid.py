@@ -11,7 +11,8 @@ One rule for every grid, documented in docs/grib.md:
   2-D ``latitude``/``longitude`` coordinates (longitude in -180..180), rows ordered so that
   ``y`` runs in the grid's positive j direction (south to north for the usual projections).
 * **Reduced grids** (``reduced_gg``, ``reduced_ll``, ``reduced_rotated_gg``: rows of
-  different lengths): one dimension ``values``, the points in the message's order, with
+  different lengths) and **HEALPix**: one dimension ``values``, the points in the
+  message's order, with
   1-D ``latitude``/``longitude`` coordinates along it (longitude in -180..180), as cfgrib
   lays them out.
 * **Alternative row scanning** (every other row stored in the opposite direction) on
@@ -19,7 +20,8 @@ One rule for every grid, documented in docs/grib.md:
   (:attr:`Layout.alternate`), and the first message of each such grid is checked against
   ecCodes' geo-iterator, which applies the same rule; elsewhere (regular and rotated
   grids, where ecCodes ignores the flag, or other scanning modes) it is refused.
-* **Everything else** (spherical harmonics, HEALPix, unstructured) is refused with
+* **Everything else** (spherical harmonics; unstructured grids, whose coordinates ecCodes
+  cannot compute without the model's grid file) is refused with
   :class:`~zarrport.errors.UnsupportedVariableError`: it is not an array of points zarrport
   can place.
 
@@ -37,7 +39,7 @@ import numpy as np
 from zarrport.errors import UnsupportedVariableError
 
 REGULAR = {"regular_ll", "regular_gg"}
-REDUCED = {"reduced_gg", "reduced_ll", "reduced_rotated_gg"}
+REDUCED = {"reduced_gg", "reduced_ll", "reduced_rotated_gg", "healpix"}
 #: grids whose ecCodes geo-iterator applies alternative row scanning (``transform_iterator_
 #: data``); checked on real NBM (lambert) and NWPS / NDFD (mercator) files, ecCodes 2.50
 ALTERNATE_OK = {"lambert", "mercator"}

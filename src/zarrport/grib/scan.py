@@ -12,8 +12,10 @@ How a file is read
    the walk always advances and terminates. Bytes between messages (WMO bulletin headers,
    padding) are skipped. Refused here, naming the file, the message number and its offset:
    a length past the end of the file (truncated), a message that does not end with
-   ``7777`` or whose sections overrun it (corrupt), an edition other than 1 or 2, and a
-   GRIB2 message holding several fields (``unsupported: multi-field message``).
+   ``7777`` or whose sections overrun it (corrupt), and an edition other than 1 or 2. A
+   GRIB2 message holding several fields (sections 4-7 repeated) is read field by field:
+   each is cut out as a message of its own (:func:`zarrport.grib.codec.grib2_field`), is
+   its own chunk (the message's byte range) and is picked by the codec's ``message_field``.
 2. **Read each message's header keys with ecCodes** (``codes_new_from_message``; no values
    are decoded): ``shortName``, ``typeOfLevel``, ``stepType``, ``level``, ``dataDate`` /
    ``dataTime``, ``number``, ``endStep`` / ``startStep`` (in minutes, so sub-hourly steps
@@ -49,9 +51,11 @@ Coordinates that do not vary within a variable are not dimensions; they are kept
 attributes ``GRIB_init_time`` (ISO), ``GRIB_member``, ``GRIB_step_minutes``, ``GRIB_level``
 and, for accumulations, ``GRIB_window_start_minutes``.
 
-Also refused (typed errors naming the file and messages): a grid that is not a rectangular
-array (reduced, spherical harmonics, HEALPix, unstructured, alternative row scanning --
-:func:`~zarrport.grib.grid.grid_from_handle`), a message ecCodes cannot read, two messages
+Reduced grids and HEALPix are one ``values`` dimension, alternative row scanning is put in
+order on the grids where ecCodes applies it (:mod:`zarrport.grib.grid`). Also refused
+(typed errors naming the file and messages): spherical harmonics, unstructured grids and
+alternative row scanning ecCodes ignores (:func:`~zarrport.grib.grid.grid_from_handle`),
+a message ecCodes cannot read, two messages
 of one variable at the same coordinates (the error names the keys that differ, e.g. two
 accumulation windows ending at one step: select with ``filter_by_keys``), and a variable
 whose messages mix an ensemble ``number`` with none (ECMWF GRIB1 always has one).
