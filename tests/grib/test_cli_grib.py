@@ -302,3 +302,29 @@ def test_batch_over_an_archive_of_hourly_grib_files(tmp_path):
     proc = run("verify", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "8 variable(s) compared" in proc.stdout
+
+
+def test_grib_on_s3_inspect_open_virtualize_verify(s3_server, tmp_path, two_steps):
+    """A GRIB object in S3 (moto on 127.0.0.1): detected by its bytes, inspected, opened,
+    virtualized to a local Icechunk repository and verified against ecCodes."""
+    import zarrport
+    from zarrport.inspect import inspect_source
+    from zarrport.open import detect
+    from zarrport.verify import verify
+    from zarrport.virtual.api import virtualize
+
+    s3_server.create_bucket("grib-cmds")
+    url = s3_server.put_object("grib-cmds", "an/t2m.grib2", two_steps.read_bytes())
+    opts = s3_server.storage_options
+    assert detect(url, opts) == "grib"
+    report = inspect_source(url, storage_options=opts)
+    assert report.format == "grib" and report.summary["verdict"] == "virtualize"
+    fields = eccodes_fields(two_steps)
+    same_field(zarrport.open_dataset(url, storage_options=opts)["2t"].isel(step=1), fields[1])
+    out = tmp_path / "s3.icechunk"
+    virtualize([url], str(out), storage_options=opts)
+    ds = zarrport.open_dataset(str(out), storage_options=opts)
+    same_field(ds["2t"].isel(step=0), fields[0])
+    report = verify(str(out), storage_options=opts)
+    assert report.ok, report.problems
+    assert report.variables_checked == 2
