@@ -143,6 +143,10 @@ class ReferenceArray(BackendArray):
         self.fill = fill if fill is not None else (b"" if self.dtype.kind == "S" else 0)
         filters = list(zarray.get("filters") or [])
         compressor = zarray.get("compressor")
+        if (compressor or {}).get("id") == "zarrport.grib":
+            # registered by its numcodecs.codecs entry point once installed; importing it
+            # registers it too (a checkout run from source has no entry points)
+            import zarrport.grib.numcodec  # noqa: F401
         self.codecs = [numcodecs.get_codec(dict(c)) for c in filters]
         if compressor:
             self.codecs.append(numcodecs.get_codec(dict(compressor)))

@@ -180,13 +180,59 @@ def test_virtualize_grib_to_icechunk(tmp_path, two_steps):
 
 
 @pytest.mark.parametrize("fmt", ["json", "parquet"])
-def test_virtualize_grib_to_kerchunk_is_refused(tmp_path, two_steps, fmt):
+def test_virtualize_grib_to_kerchunk(tmp_path, two_steps, fmt):
+    """kerchunk references carry the codec as a numcodecs compressor: zarrport's reader
+    and xarray's Zarr engine over fsspec's reference:// (the codec registered) both read
+    ecCodes' values; a field absent from the file reads NaN; verify checks both readers."""
+    import zarrport
+    import zarrport.grib.numcodec  # noqa: F401 - registers it, as its entry point does
+
+    msl = [grib_message(shortName="msl", stepUnits=1, forecastTime=s) for s in (0, 3)]
+    src = tmp_path / "two.grib2"  # steps 0, 3, 6: no 2t at 3 h, no msl at 6 h
+    src.write_bytes(two_steps.read_bytes() + b"".join(msl))
     out = tmp_path / f"t2m.{fmt}"
-    proc = run("virtualize", str(two_steps), "-o", str(out))
-    assert_clean_failure(proc, "zarrport.grib", "Icechunk")
-    assert proc.returncode == 5
-    assert not out.exists()
-    assert leftovers(tmp_path) == []
+    proc = run("virtualize", str(src), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    fields = eccodes_fields(src)
+    for engine in ("zarrport", "zarr"):
+        ds = zarrport.open_dataset(str(out), engine=engine)
+        same_field(ds["2t"].isel(step=0), fields[0])
+        same_field(ds["2t"].isel(step=2), fields[1])
+        same_field(ds["msl"].isel(step=0), fields[2])
+        same_field(ds["msl"].isel(step=1), fields[3])
+        if engine == "zarr" and fmt == "parquet":
+            # fsspec 2026.9.0's lazy Parquet mapper reads an absent chunk's path as NaN and
+            # fails (TypeError) instead of giving the fill value, for any kerchunk Parquet
+            # (fsspec/kerchunk#493, fsspec/filesystem_spec#1738): not GRIB's to fix
+            continue
+        assert bool(np.isnan(ds["2t"].isel(step=1)).all())  # no message: NaN
+        assert bool(np.isnan(ds["msl"].isel(step=2)).all())
+    if fmt == "json":
+        refs = json.loads(out.read_text())["refs"]
+        assert json.loads(refs["2t/.zarray"])["compressor"]["id"] == "zarrport.grib"
+        ds = xr.open_dataset("reference://", engine="zarr", backend_kwargs={
+            "consolidated": False, "zarr_format": 2,
+            "storage_options": {"fo": str(out), "asynchronous": True}})
+        same_field(ds["2t"].isel(step=2), fields[1])
+    proc = run("verify", str(out), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["variables_checked"] == 4
+
+
+def test_grib_numcodec_configuration():
+    from zarrport.grib.numcodec import GribNumcodec
+
+    codec = GribNumcodec(layout={"rows": 2, "cols": 3}, message_field=1)
+    assert codec.get_config() == {"id": "zarrport.grib", "layout": {
+        "rows": 2, "cols": 3, "transpose": False, "flip_rows": False, "flip_cols": False,
+        "roll": 0}, "decoder": "auto", "dtype": "<f4", "message_field": 1}
+    for kwargs, match in (({"decoder": "fast"}, "unknown GRIB decoder"),
+                          ({"layout": {"rowz": 1}}, "invalid GRIB codec layout"),
+                          ({"message_field": -1}, "message_field")):
+        with pytest.raises(ValueError, match=match):
+            GribNumcodec(**kwargs)
+    with pytest.raises(NotImplementedError, match="read-only"):
+        codec.encode(b"")
 
 
 # --------------------------------------------------------------------------- verify, combine

@@ -49,8 +49,9 @@ def virtualize_command(sources: tuple[str, ...], output: str, fmt: str | None,
       zarrport virtualize era5_t2m.grib2 -o t2m.icechunk
 
     SOURCES are NetCDF-4/HDF5, NetCDF-3 or GRIB files (recognised by their bytes). GRIB
-    files are referenced one chunk per message, decoded by the zarrport.grib codec; they
-    need Icechunk output (kerchunk's Zarr v2 references cannot name that codec).
+    files are referenced one chunk per message, decoded by the zarrport.grib codec (in
+    kerchunk references: its numcodecs form, the arrays' compressor); several combine
+    along --concat-dim time (their reference time), step, member or level.
 
     A combine whose chunks do not line up with the file boundaries is written natively for
     the straddling chunks with Icechunk, and refused with kerchunk formats.

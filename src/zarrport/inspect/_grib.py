@@ -69,8 +69,7 @@ def inspect_grib(url: str, *, size: int, storage_options: dict | None = None) ->
             editions.update(ed if isinstance(ed, list) else [ed])
             packing = str(var.attrs.get("GRIB_packingType", ""))
             reason = (f"{var.refs.count} GRIB message(s), one chunk each, referenced in place "
-                      f"and decoded by the {CODEC_NAME} codec (packing {packing}); written "
-                      "to Icechunk (kerchunk's Zarr v2 references cannot name the codec)")
+                      f"and decoded by the {CODEC_NAME} codec (packing {packing})")
             if var.refs.count < n_total:
                 reason += f"; {n_total - var.refs.count} field(s) absent, read as NaN"
             variables.append(VariableReport(

@@ -280,11 +280,7 @@ def reference_source(task: dict[str, Any]) -> dict[str, Any]:
         attempts += 1
         try:
             vds = parse_source(url, task["storage_options"], task["options"])
-            # GRIB chunks are whole messages decoded by a Zarr v3 codec, which kerchunk's
-            # Zarr v2 references cannot name: such a source gets no per-source JSON
-            refs_written = bool(task.get("refs_url")) and not any(
-                v.serializer is not None for v in vds.variables.values())
-            if refs_written:
+            if task.get("refs_url"):
                 write(vds, task["refs_url"], "json", storage_options=task["storage_options"],
                       output_storage_options=task["output_storage_options"], overwrite=True,
                       provenance=provenance(vds, None, task["options"].group))
@@ -292,7 +288,7 @@ def reference_source(task: dict[str, Any]) -> dict[str, Any]:
             return {
                 "url": url, "ok": True, "attempts": attempts, "worker": _worker_name(),
                 "seconds": time.perf_counter() - t0,
-                "referenced_bytes": summary["referenced_bytes"], "refs_written": refs_written,
+                "referenced_bytes": summary["referenced_bytes"],
                 "model": zlib.compress(pickle.dumps(vds, protocol=pickle.HIGHEST_PROTOCOL), 1),
             }
         except Exception as err:
@@ -582,8 +578,7 @@ def run_batch(
                 result.workers[res["worker"]] = result.workers.get(res["worker"], 0) + 1
                 if res["ok"]:
                     book.record_ok(res["url"], task["collection"], task["stat"], res["attempts"],
-                                   task["refs_rel"] if res.get("refs_written", True) else None,
-                                   res["model"])
+                                   task["refs_rel"], res["model"])
                     outcome = "changed" if kinds[res["url"]] == "changed" else "new"
                     counts[outcome] += 1
                     if res["attempts"] > 1:
