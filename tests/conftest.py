@@ -29,6 +29,11 @@ except ImportError:  # pragma: no cover
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
+from zarrport.hdf5 import use_hdf5_plugins  # noqa: E402
+
+# the tests read files with netCDF4 directly (the oracle): its HDF5 must find the filters
+use_hdf5_plugins()
+
 from servers import (  # noqa: E402
     AzuriteServer,
     DaskCluster,

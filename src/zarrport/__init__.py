@@ -1,34 +1,22 @@
-"""zarrport: NetCDF-4/HDF5 and NetCDF-3 archives as cloud-native Zarr, without copying them."""
+"""zarrport: NetCDF-4/HDF5 and NetCDF-3 archives as cloud-native Zarr, without copying them.
 
-import os as _os
+Importing zarrport changes nothing for anyone else: xarray loads its backend entry point
+(:mod:`zarrport.backend`, light) whenever it guesses an engine, so this package imports its
+heavy parts on first use, sets no warning filters and no environment variables.
+``HDF5_PLUGIN_PATH`` is set only where zarrport itself opens data with netCDF4
+(:func:`zarrport.hdf5.use_hdf5_plugins`).
+"""
 
+from __future__ import annotations
 
-def _hdf5_plugin_path() -> None:
-    """Let netCDF-C (the oracle reader) find the HDF5 filters hdf5plugin ships (bzip2, lz4,
-    bitshuffle, zstd, blosc). netCDF-C reads HDF5_PLUGIN_PATH once, when its HDF5 starts, so
-    this must happen before netCDF4 is first used."""
-    if "HDF5_PLUGIN_PATH" not in _os.environ:
-        try:
-            import hdf5plugin
-
-            _os.environ["HDF5_PLUGIN_PATH"] = hdf5plugin.PLUGIN_PATH
-        except ImportError:
-            pass
-
-
-_hdf5_plugin_path()
-
-from importlib.metadata import PackageNotFoundError  # noqa: E402
-from importlib.metadata import version as _version  # noqa: E402
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+from typing import Any
 
 try:
     __version__ = _version("zarrport")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
-
-from zarrport.errors import ZarrportError  # noqa: E402
-from zarrport.open import open_dataset  # noqa: E402
-from zarrport.virtual.api import VirtualizeResult, virtualize  # noqa: E402
 
 __all__ = [
     "VirtualizeResult",
@@ -37,3 +25,25 @@ __all__ = [
     "open_dataset",
     "virtualize",
 ]
+
+_LAZY = {
+    "ZarrportError": "zarrport.errors",
+    "open_dataset": "zarrport.open",
+    "VirtualizeResult": "zarrport.virtual.api",
+    "virtualize": "zarrport.virtual.api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zarrport' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

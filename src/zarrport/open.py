@@ -4,12 +4,17 @@ The kind is detected from the content, not the name: kerchunk JSON (a JSON objec
 ``refs``/``version``), kerchunk Parquet (a directory whose ``.zmetadata`` has
 ``record_size``), an Icechunk repository (``repo``/``refs``/``snapshots`` entries), a Zarr
 v2/v3 store (``.zgroup``/``.zmetadata``/``zarr.json``), NetCDF-4/HDF5, NetCDF-3 and GRIB
-files (magic bytes).
+files (magic bytes), and a ``zarrport batch`` output (its ``zarrport-batch.json`` manifest, see
+:mod:`zarrport.pipeline.output`), which opens as one of its collections.
+
+Icechunk repositories open at any version: a branch, a tag, a snapshot id, or the last
+commit at or before a time (:mod:`zarrport.history`).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import xarray as xr
@@ -17,13 +22,14 @@ import xarray as xr
 from zarrport import storage
 from zarrport.errors import (
     CorruptSourceError,
+    InvalidArgumentError,
     SourceNotFoundError,
     UnrecognizedFormatError,
 )
 from zarrport.virtual.parse import sniff
 
 KINDS = ("kerchunk-json", "kerchunk-parquet", "icechunk", "zarr", "netcdf4", "netcdf3",
-         "grib")
+         "batch", "grib")
 
 
 def detect(url: str, storage_options: dict | None = None) -> str:
@@ -40,6 +46,10 @@ def detect(url: str, storage_options: dict | None = None) -> str:
         raise SourceNotFoundError(f"{url} does not exist", source=url)
     if is_dir:
         names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+        from zarrport.pipeline.output import looks_like_batch
+
+        if looks_like_batch(names):
+            return "batch"
         if ".zmetadata" in names:
             try:
                 meta = json.loads(fs.cat_file(f"{path}/.zmetadata"))
@@ -53,8 +63,8 @@ def detect(url: str, storage_options: dict | None = None) -> str:
         if {".zgroup", ".zarray", "zarr.json"} & names:
             return "zarr"
         raise UnrecognizedFormatError(
-            f"{url} is a directory but not a Zarr store, kerchunk Parquet or Icechunk "
-            "repository",
+            f"{url} is a directory but not a Zarr store, kerchunk Parquet, Icechunk "
+            "repository or zarrport batch output",
             source=url,
         )
     with fs.open(path, "rb") as f:
@@ -88,7 +98,10 @@ def detect(url: str, storage_options: dict | None = None) -> str:
 
 
 def open_dataset(url: str, *, storage_options: dict | None = None, engine: str | None = None,
-                 accumulate: bool = True, **xarray_kwargs: Any) -> xr.Dataset:
+                 accumulate: bool = True, collection: str | None = None,
+                 branch: str | None = None, tag: str | None = None,
+                 snapshot: str | None = None, as_of: str | datetime | None = None,
+                 **xarray_kwargs: Any) -> xr.Dataset:
     """Open ``url`` lazily as an ``xarray.Dataset`` with CF decoding.
 
     ``storage_options`` (fsspec-style, see :mod:`zarrport.storage`) are used both for the
@@ -102,35 +115,46 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
     message per chunk, and accumulated variables (GEFS's alternating precipitation
     buckets) come out accumulated from the start of the forecast, derived lazily
     (:mod:`zarrport.grib.accumulate`); ``accumulate=False`` gives the stored windows.
+
+    Icechunk repositories open at the tip of ``main`` unless given a ``branch``, a ``tag``,
+    a ``snapshot`` id, or ``as_of`` (a datetime or ISO 8601 string, naive meaning UTC: the
+    last commit at or before it on ``branch``, default ``main``). At most one of tag,
+    snapshot and branch; as_of combines only with a branch. A version that does not exist
+    is a :class:`~zarrport.errors.SourceNotFoundError` naming those that do.
+
+    A ``zarrport batch`` output opens as its collection: the only one, or the one named by
+    ``collection`` (the versions above then apply to that collection's repository).
     """
+    from zarrport.history import Version
+
     url = storage.normalize_url(url)
+    version = Version.of(branch, tag, snapshot, as_of)
     kind = detect(url, storage_options)
+    if kind == "batch":
+        from zarrport.pipeline.output import collection_url
+
+        target = collection_url(url, collection, storage_options)
+        return open_dataset(target, storage_options=storage_options, engine=engine,
+                            accumulate=accumulate, **version.to_kwargs(), **xarray_kwargs)
+    if collection is not None:
+        raise InvalidArgumentError(
+            f"{url} is {kind}, not a batch output: collection= names a collection of a "
+            "`zarrport batch` output", source=url)
+    if version.given and kind != "icechunk":
+        raise InvalidArgumentError(
+            f"{url} is {kind}: only Icechunk repositories have versions (branch, tag, "
+            "snapshot, as_of)", source=url)
     user_chunks = "chunks" in xarray_kwargs
     xarray_kwargs.setdefault("chunks", None)
     if kind in ("kerchunk-json", "kerchunk-parquet") and engine in (None, "zarrport"):
-        from zarrport.references import ZarrportBackendEntrypoint
+        from zarrport.backend import ZarrportBackendEntrypoint
 
         return xr.open_dataset(url, engine=ZarrportBackendEntrypoint,
                                storage_options=storage_options, kind=kind, **xarray_kwargs)
     if kind in ("kerchunk-json", "kerchunk-parquet"):
-        fo = url.removeprefix("file://") if url.startswith("file://") else url
-        ref_opts = storage.fsspec_reference_options(
-            storage_options, remote_url=_first_target(url, kind, storage_options)
-        )
-        _async_remote(ref_opts)
-        so: dict[str, Any] = {"fo": fo, **ref_opts}
-        if not url.startswith("file://"):
-            so["target_options"] = storage.filesystem_options(url, storage_options)
-        if kind == "kerchunk-parquet":
-            so["lazy"] = True
-        return xr.open_dataset(
-            "reference://",
-            engine="zarr",
-            backend_kwargs={"consolidated": False, "storage_options": so, "zarr_format": 2},
-            **xarray_kwargs,
-        )
+        return open_references_standard(url, kind, storage_options, **xarray_kwargs)
     if kind == "icechunk":
-        store = open_icechunk_store(url, storage_options)
+        store = open_icechunk_store(url, storage_options, **version.to_kwargs())
         grib = _is_grib(store)
         if grib and xarray_kwargs.get("chunks") is None and not user_chunks:
             xarray_kwargs["chunks"] = {}  # forecast cycles are read lazily, with Dask
@@ -153,6 +177,9 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
     fs, path = storage.filesystem(url, storage_options)
     engine = "h5netcdf" if kind == "netcdf4" else "scipy"
     if url.startswith("file://"):
+        from zarrport.hdf5 import use_hdf5_plugins
+
+        use_hdf5_plugins()
         return xr.open_dataset(path, engine="netcdf4", **xarray_kwargs)
     return xr.open_dataset(fs.open(path, "rb"), engine=engine, **xarray_kwargs)
 
@@ -166,6 +193,47 @@ def _open_grib(url: str, storage_options: dict | None, **xarray_kwargs: Any) -> 
     store = GribParser()(url, storage.object_store_registry([url], storage_options))
     return xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=3,
                            **xarray_kwargs)
+def open_references_standard(url: str, kind: str | None, storage_options: dict | None,
+                             **xarray_kwargs: Any) -> xr.Dataset:
+    """kerchunk references through the standard path: fsspec's ReferenceFileSystem and
+    xarray's Zarr engine (what ``engine="zarr"`` means here, and where zarrport's own
+    reader hands over what it does not implement)."""
+    url = storage.normalize_url(url)
+    if kind is None:
+        kind = detect(url, storage_options)
+    fo = url.removeprefix("file://") if url.startswith("file://") else url
+    remote = _first_target(url, kind, storage_options)
+    ref_opts = storage.fsspec_reference_options(storage_options, remote_url=remote)
+    if remote is None and "remote_protocol" not in ref_opts:
+        # every chunk inline: name a protocol so that fsspec does not scan the references
+        # for one (with kerchunk Parquet it trips over the null paths of inline rows:
+        # "argument of type 'float' is not iterable"; fsspec 2026.9.0)
+        ref_opts["remote_protocol"] = "file"
+    _async_remote(ref_opts)
+    so: dict[str, Any] = {"fo": fo, **ref_opts}
+    if not url.startswith("file://"):
+        so["target_options"] = storage.filesystem_options(url, storage_options)
+    if kind == "kerchunk-parquet":
+        so["lazy"] = True
+    elif _has_gen(url, storage_options):
+        # fsspec expands kerchunk ``gen`` entries only with simple_templates=False
+        # (ReferenceFileSystem._process_gen returns nothing otherwise; fsspec 2026.9.0)
+        so["simple_templates"] = False
+    return xr.open_dataset(
+        "reference://",
+        engine="zarr",
+        backend_kwargs={"consolidated": False, "storage_options": so, "zarr_format": 2},
+        **xarray_kwargs,
+    )
+
+
+def _has_gen(url: str, storage_options: dict | None) -> bool:
+    fs, path = storage.filesystem(url, storage_options)
+    try:
+        doc = json.loads(fs.cat_file(path))
+    except Exception:  # noqa: BLE001 - the reader reports damaged references
+        return False
+    return isinstance(doc, dict) and bool(doc.get("gen"))
 
 
 def _is_grib(store: Any) -> bool:
@@ -217,19 +285,32 @@ def _async_remote(ref_opts: dict[str, Any]) -> None:
 
 
 def _first_target(url: str, kind: str, storage_options: dict | None) -> str | None:
+    """A URL the references point into: from zarrport's provenance record, else from the
+    references themselves (fsspec otherwise scans them and trips over kerchunk Parquet's
+    null paths of inline chunks: "argument of type 'float' is not iterable")."""
     record = read_provenance(url, kind, storage_options)
     if record and record.get("sources"):
         return record["sources"][0]["url"]
-    return None
+    try:
+        from zarrport.references import first_target
+
+        return first_target(url, kind, storage_options)
+    except Exception:  # noqa: BLE001 - fsspec infers the protocol itself
+        return None
 
 
 def open_icechunk_store(url: str, storage_options: dict | None = None,
-                        *, branch: str = "main") -> Any:
-    """A read-only store of an Icechunk repository, virtual chunk access authorized."""
+                        *, branch: str | None = None, tag: str | None = None,
+                        snapshot: str | None = None,
+                        as_of: str | datetime | None = None) -> Any:
+    """A read-only store of an Icechunk repository, virtual chunk access authorized, at the
+    tip of ``main`` or the version given (see :func:`open_dataset`)."""
     import icechunk
 
+    from zarrport.history import Version
     from zarrport.virtual.icechunk import quiet_icechunk
 
+    version = Version.of(branch, tag, snapshot, as_of)
     quiet_icechunk()
     st = storage.icechunk_storage(url, storage_options)
     try:
@@ -253,4 +334,4 @@ def open_icechunk_store(url: str, storage_options: dict | None = None,
         st, config=config if override else None,
         authorize_virtual_chunk_access=icechunk.containers_credentials(credentials)
     )
-    return repo.readonly_session(branch=branch).store
+    return version.session(repo, url).store

@@ -26,36 +26,46 @@ import os
 import threading
 from typing import Any
 
-import numcodecs
 import numpy as np
-from xarray.backends import BackendArray, BackendEntrypoint
+from xarray.backends import BackendArray
 from xarray.backends.common import AbstractDataStore
-from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 from xarray.core.utils import FrozenDict
 
 from zarrport import storage
-from zarrport.errors import CorruptSourceError
+from zarrport.errors import CorruptSourceError, SourceNotFoundError
 
 _MISSING = -1
 
+#: numpy kinds whose chunks this reader decodes itself; any other dtype (object/vlen,
+#: unicode, datetime, structured) hands the dataset to the standard Zarr path
+_FAST_KINDS = frozenset("biufcS")
 
-def _fill_from_json(value: Any, dtype: np.dtype) -> Any:
-    if value is None:
-        return None
-    if dtype.kind == "S" and isinstance(value, str):
-        return base64.b64decode(value)
-    if isinstance(value, str) and dtype.kind in "fc":
-        return {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}.get(value, value)
-    return value
+
+class HandOver(Exception):  # noqa: N818 - a signal, not an error a user sees
+    """The references use something this reader does not implement exactly: read them
+    through xarray's Zarr engine over fsspec's ``reference://`` instead."""
 
 
 def _decode_inline(value: str | bytes) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if value.startswith("base64:"):
+    """Inline data as fsspec's ReferenceFileSystem returns it: strings are UTF-8 bytes and a
+    ``base64:`` prefix is decoded, for strings and bytes alike (``_cat_common``)."""
+    if isinstance(value, str):
+        value = value.encode()
+    if value.startswith(b"base64:"):
         return base64.b64decode(value[7:])
-    return value.encode()
+    return value
+
+
+def _is_meta(key: str) -> bool:
+    return key.rpartition("/")[2] in (".zarray", ".zattrs", ".zgroup", ".zmetadata") or (
+        key.rpartition("/")[2] == "zarr.json")
+
+
+def _meta_bytes(value: Any) -> bytes:
+    if isinstance(value, dict | list):
+        return json.dumps(value).encode()
+    return _decode_inline(value)
 
 
 class _Refs:
@@ -64,10 +74,11 @@ class _Refs:
     def __init__(self, url: str, storage_options: dict | None) -> None:
         self.url = url
         self.storage_options = storage_options
-        self.meta: dict[str, Any] = {}
+        self.meta: dict[str, bytes] = {}  # metadata documents, as a Zarr store holds them
         self.targets: list[str] = []
         self._target_index: dict[str, int] = {}
-        self.chunks: dict[str, dict[str, Any]] = {}  # array -> {"keys"/"inline"/...}
+        self.chunks: dict[str, list[tuple[str, Any]]] = {}  # array -> [(chunk key, ref)]
+        self.record_size: int | None = None  # kerchunk Parquet only
 
     def target(self, path: str) -> int:
         i = self._target_index.get(path)
@@ -76,34 +87,99 @@ class _Refs:
             self.targets.append(path)
         return i
 
+    def arrays(self) -> set[str]:
+        return {k[: -len("/.zarray")] for k in self.meta if k.endswith("/.zarray")}
+
+
+def _expand_v1(doc: dict[str, Any]) -> dict[str, Any]:
+    """kerchunk spec version 1 ``templates`` and ``gen`` expanded into plain references,
+    by fsspec's own ReferenceFileSystem code (so both readers resolve them identically).
+    fsspec skips ``gen`` unless ``simple_templates=False`` (filesystem_spec 2026.9.0);
+    zarrport's standard path passes that too when a reference file has ``gen``."""
+    from fsspec.implementations.reference import ReferenceFileSystem as _RFS
+
+    class _Expander:
+        simple_templates = False
+        template_overrides = None
+        _process_references1 = _RFS._process_references1
+        _process_templates = _RFS._process_templates
+        _process_gen = _RFS._process_gen
+
+    expander = _Expander()
+    expander._process_references1(doc)
+    return expander.references
+
 
 def _load_json(url: str, storage_options: dict | None) -> _Refs:
     import ujson
 
     fs, path = storage.filesystem(url, storage_options)
-    doc = ujson.loads(fs.cat_file(path))
-    refs = doc.get("refs", doc) if doc.get("version") == 1 else doc
+    try:
+        doc = ujson.loads(fs.cat_file(path))
+    except ValueError as err:
+        raise CorruptSourceError(f"{url}: damaged JSON ({err})", source=url) from err
+    if not isinstance(doc, dict):
+        raise CorruptSourceError(f"{url}: not kerchunk references (JSON {type(doc).__name__})",
+                                 source=url)
+    version = doc.get("version")
+    if version is None:
+        refs = doc
+    elif version == 1:
+        if doc.get("templates") or doc.get("gen"):
+            try:
+                refs = _expand_v1(doc)
+            except Exception as err:  # noqa: BLE001 - the standard path reports it
+                raise HandOver(f"templates/gen not expandable: {err}") from err
+        else:
+            refs = doc.get("refs", {})
+    else:
+        raise CorruptSourceError(
+            f"{url}: kerchunk reference spec version {version!r} is unknown (0 and 1 are)",
+            source=url)
     out = _Refs(url, storage_options)
-    per_array: dict[str, list[tuple[str, Any]]] = {}
+    rest: list[tuple[str, Any]] = []
     for key, value in refs.items():
-        name, _, leaf = key.rpartition("/")
-        if leaf.startswith("."):
-            out.meta[key] = json.loads(value) if isinstance(value, str) else value
-        elif name:
-            per_array.setdefault(name, []).append((leaf, value))
-    for name, entries in per_array.items():
-        out.chunks[name] = {"entries": entries}
+        if _is_meta(key):
+            out.meta[key] = _meta_bytes(value)
+        else:
+            rest.append((key, value))
+    _assign_chunks(out, rest)
     return out
+
+
+def _assign_chunks(out: _Refs, items: list[tuple[str, Any]]) -> None:
+    """Each chunk reference under its array: ``a/b/v/0.0`` (separator ``.``) or
+    ``a/b/v/0/0`` (separator ``/``) -- which one an array uses is decided when its chunk
+    table is built, from its ``.zarray``, as zarr does."""
+    arrays = out.arrays()
+    chunks = out.chunks
+    for key, value in items:
+        name, _, leaf = key.rpartition("/")
+        if name in arrays:
+            chunks.setdefault(name, []).append((leaf, value))
+            continue
+        parts = key.split("/")
+        for i in range(len(parts) - 1, 0, -1):
+            prefix = "/".join(parts[:i])
+            if prefix in arrays:
+                chunks.setdefault(prefix, []).append(("/".join(parts[i:]), value))
+                break
 
 
 def _load_parquet(url: str, storage_options: dict | None) -> _Refs:
     fs, path = storage.filesystem(url, storage_options)
     path = path.rstrip("/")
-    zmeta = json.loads(fs.cat_file(f"{path}/.zmetadata"))
+    try:
+        zmeta = json.loads(fs.cat_file(f"{path}/.zmetadata"))
+        metadata = zmeta["metadata"]
+        record_size = int(zmeta["record_size"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CorruptSourceError(f"{url}: damaged kerchunk Parquet metadata ({err})",
+                                 source=url) from err
     out = _Refs(url, storage_options)
-    for key, value in zmeta["metadata"].items():
-        out.meta[key] = json.loads(value) if isinstance(value, str) else value
-    out.record_size = int(zmeta["record_size"])  # type: ignore[attr-defined]
+    for key, value in metadata.items():
+        out.meta[key] = _meta_bytes(value)
+    out.record_size = record_size
     out.fs, out.path = fs, path  # type: ignore[attr-defined]
     return out
 
@@ -112,11 +188,17 @@ def _parquet_table(refs: _Refs, name: str, nchunks: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     fs, path = refs.fs, refs.path  # type: ignore[attr-defined]
-    nrec = math.ceil(nchunks / refs.record_size) if nchunks else 0  # type: ignore[attr-defined]
+    nrec = math.ceil(nchunks / refs.record_size) if nchunks else 0  # type: ignore[operator]
     paths, offsets, sizes, raws = [], [], [], []
     for i in range(nrec):
         f = f"{path}/{name}/refs.{i}.parq"
+        n_expected = min(refs.record_size, nchunks - i * refs.record_size)  # type: ignore[operator]
         if not fs.exists(f):
+            # fsspec's LazyReferenceMapper treats a missing record file as missing chunks
+            paths.extend([None] * n_expected)
+            offsets.extend([0] * n_expected)
+            sizes.extend([0] * n_expected)
+            raws.extend([None] * n_expected)
             continue
         with fs.open(f, "rb") as fh:
             table = pq.read_table(fh)
@@ -129,29 +211,52 @@ def _parquet_table(refs: _Refs, name: str, nchunks: int) -> dict[str, Any]:
     return {"paths": paths, "offsets": offsets, "sizes": sizes, "raws": raws}
 
 
-class ReferenceArray(BackendArray):
-    """One array read straight from its chunks' byte ranges."""
+def first_target(url: str, kind: str, storage_options: dict | None) -> str | None:
+    """The first source URL the references name, or None (all inline)."""
+    if kind == "kerchunk-parquet":
+        import pyarrow.parquet as pq
 
-    def __init__(self, refs: _Refs, name: str, zarray: dict[str, Any]) -> None:
+        refs = _load_parquet(url, storage_options)
+        fs, path = refs.fs, refs.path  # type: ignore[attr-defined]
+        for name in sorted(refs.arrays()):
+            for f in sorted(fs.glob(f"{path}/{name}/refs.*.parq")):
+                with fs.open(f, "rb") as fh:
+                    for p in pq.read_table(fh, columns=["path"]).column("path").to_pylist():
+                        if isinstance(p, str) and p:
+                            return p
+        return None
+    refs = _load_json(url, storage_options)
+    for entries in refs.chunks.values():
+        for _leaf, value in entries:
+            if isinstance(value, list) and value and isinstance(value[0], str):
+                return value[0]
+    return None
+
+
+class ReferenceArray(BackendArray):
+    """One array read straight from its chunks' byte ranges, decoded as zarr-python decodes
+    a Zarr v2 chunk (``zarr.codecs._v2.V2Codec``): compressor, filters in reverse, a view as
+    the array's dtype, a reshape in the array's order. The metadata is the one zarr itself
+    parsed (fill value, dtype, order, codecs, key separator)."""
+
+    def __init__(self, refs: _Refs, name: str, zarr_array: Any, dtype: np.dtype) -> None:
+        meta = zarr_array.metadata
         self.refs = refs
         self.name = name
-        self.shape = tuple(zarray["shape"])
-        self.chunk_shape = tuple(max(c, 1) for c in zarray["chunks"])
-        self.vlen = zarray["dtype"] in ("|O", "O")
-        self.dtype = np.dtype(object) if self.vlen else np.dtype(zarray["dtype"])
-        fill = _fill_from_json(zarray.get("fill_value"), self.dtype)
-        self.fill = fill if fill is not None else (b"" if self.dtype.kind == "S" else 0)
-        filters = list(zarray.get("filters") or [])
-        compressor = zarray.get("compressor")
-        if (compressor or {}).get("id") == "zarrport.grib":
-            # registered by its numcodecs.codecs entry point once installed; importing it
-            # registers it too (a checkout run from source has no entry points)
-            import zarrport.grib.numcodec  # noqa: F401
-        self.codecs = [numcodecs.get_codec(dict(c)) for c in filters]
-        if compressor:
-            self.codecs.append(numcodecs.get_codec(dict(compressor)))
-        self.grid = tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunk_shape,
-                                                            strict=True))
+        self.shape = tuple(meta.shape)
+        self.chunk_shape = tuple(meta.chunks)
+        self.order = meta.order
+        self.separator = meta.dimension_separator or "."
+        self.stored_dtype = meta.dtype.to_native_dtype()
+        self.dtype = dtype  # what xarray's ZarrArrayWrapper reports
+        fill = meta.fill_value
+        if fill is None:
+            fill = meta.dtype.default_scalar()
+        self.fill = fill
+        self.codecs = list(meta.filters or ())
+        self.compressor = meta.compressor
+        self.grid = tuple(math.ceil(s / c) if c else 0 for s, c in zip(
+            self.shape, self.chunk_shape, strict=True))
         self._table_built = False
         self._fs_cache: dict[int, tuple[Any, str]] = {}
         self._fds: dict[int, int] = {}
@@ -160,67 +265,95 @@ class ReferenceArray(BackendArray):
     # -- the chunk table: source index / offset / length per chunk, inline bytes aside;
     # built on the first read, so opening a dataset only parses what it must
     def _build_table(self) -> None:
-        grid = self.grid if self.grid else ()
+        grid = self.grid
         self.source = np.full(grid, _MISSING, dtype=np.int32)
         self.offset = np.zeros(grid, dtype=np.int64)
         self.length = np.zeros(grid, dtype=np.int64)
         self.inline: dict[tuple[int, ...], bytes] = {}
-        info = self.refs.chunks.get(self.name)
-        if info is None and hasattr(self.refs, "record_size"):
-            info = _parquet_table(self.refs, self.name, math.prod(grid))
-        if info is None:
+        if self.refs.record_size is not None:
+            self._build_from_parquet(_parquet_table(self.refs, self.name, math.prod(grid)))
             return
-        if "entries" in info:
-            ndim = len(grid)
-            target = self.refs.target
-            leaves: list[str] = []
-            srcs: list[int] = []
-            offs: list[int] = []
-            lens: list[int] = []
-            for leaf, value in info["entries"]:
-                if leaf.count(".") != max(ndim - 1, 0) or (not ndim and leaf != "0"):
-                    continue
-                if isinstance(value, list) and len(value) == 3:
-                    leaves.append(leaf)
-                    srcs.append(target(value[0]))
-                    offs.append(value[1])
-                    lens.append(value[2])
-                else:
-                    self._set(tuple(map(int, leaf.split("."))) if ndim else (), value)
-            if leaves and ndim:
-                # all keys parsed in one split, placed with one fancy assignment per table
-                idx = np.array(".".join(leaves).split("."), dtype=np.int64).reshape(-1, ndim)
-                flat = np.ravel_multi_index(tuple(idx.T), grid)
-                self.source.flat[flat] = srcs
-                self.offset.flat[flat] = offs
-                self.length.flat[flat] = lens
-            elif leaves:
-                self.source[()], self.offset[()], self.length[()] = srcs[0], offs[0], lens[0]
+        entries = self.refs.chunks.get(self.name)
+        if not entries:
             return
+        ndim = len(grid)
+        sep = self.separator
+        ranges: list[tuple[str, Any]] = []
+        for leaf, value in entries:
+            if isinstance(value, list) and len(value) == 3:
+                ranges.append((leaf, value))
+            else:
+                idx = self._index(leaf)
+                if idx is not None:
+                    self._set(idx, value)
+        if not ranges:
+            return
+        if ndim == 0:
+            for leaf, value in ranges:
+                if leaf == "0":
+                    self._set((), value)
+            return
+        leaves = [leaf for leaf, _ in ranges]
+        try:
+            # all keys parsed in one split, placed with one fancy assignment per table
+            idx = np.array(sep.join(leaves).split(sep), dtype=np.int64).reshape(-1, ndim)
+        except ValueError:
+            idx = None  # a key of another form: parse one by one below
+        if idx is None or (idx < 0).any() or (idx >= np.array(grid)).any():
+            for leaf, value in ranges:
+                i = self._index(leaf)
+                if i is not None:
+                    self._set(i, value)
+            return
+        flat = np.ravel_multi_index(tuple(idx.T), grid)
+        self.source.flat[flat] = [self.refs.target(v[0]) for _, v in ranges]
+        self.offset.flat[flat] = [v[1] for _, v in ranges]
+        self.length.flat[flat] = [v[2] for _, v in ranges]
+
+    def _index(self, leaf: str) -> tuple[int, ...] | None:
+        """The chunk index a key names, as zarr would look it up; None for keys zarr would
+        never ask for (other separator, out of the grid, not numbers)."""
+        if not self.grid:
+            return () if leaf == "0" else None
+        parts = leaf.split(self.separator)
+        if len(parts) != len(self.grid) or not all(p.isdigit() and p.isascii()
+                                                   for p in parts):
+            return None
+        idx = tuple(int(p) for p in parts)
+        if any(i >= n for i, n in zip(idx, self.grid, strict=True)) or any(
+                str(i) != p for i, p in zip(idx, parts, strict=True)):
+            return None
+        return idx
+
+    def _build_from_parquet(self, info: dict[str, Any]) -> None:
+        grid = self.grid
         total = math.prod(grid)
         for n, (p, o, s, raw) in enumerate(zip(info["paths"], info["offsets"], info["sizes"],
                                                info["raws"], strict=True)):
             if n >= total:  # records are padded to record_size rows
                 break
-            idx = np.unravel_index(n, grid) if grid else ()
+            idx = tuple(int(i) for i in np.unravel_index(n, grid)) if grid else ()
             if raw is not None:
-                self.inline[tuple(int(i) for i in idx)] = bytes(raw)
-            elif p:
-                self._set(tuple(int(i) for i in idx), [p, o, s])
+                self.inline[idx] = _decode_inline(bytes(raw))
+            elif isinstance(p, str) and p:
+                # fsspec's LazyReferenceMapper: offset 0 and size 0 mean the whole file
+                self._set(idx, [p] if (o, s) == (0, 0) else [p, o, s])
 
     def _set(self, idx: tuple[int, ...], value: Any) -> None:
-        if isinstance(value, list):
-            path = value[0]
+        if isinstance(value, list) and value:
+            self.source[idx] = self.refs.target(value[0])
             if len(value) == 1:
-                self.source[idx] = self.refs.target(path)
                 self.offset[idx] = 0
                 self.length[idx] = -1  # whole file
             else:
-                self.source[idx] = self.refs.target(path)
                 self.offset[idx] = int(value[1])
                 self.length[idx] = int(value[2])
-        else:
+        elif isinstance(value, str | bytes):
             self.inline[idx] = _decode_inline(value)
+        else:
+            raise CorruptSourceError(
+                f"{self.refs.url}: reference of chunk {self.name}/{'.'.join(map(str, idx))} "
+                f"is not a URL list or inline data ({value!r:.60})", source=self.refs.url)
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for Dask: no open descriptors
         state = self.__dict__.copy()
@@ -259,11 +392,20 @@ class ReferenceArray(BackendArray):
                 fs = self._remote(int(self.source[wanted[members[0]]]))[0]
                 paths = [self._remote(int(self.source[wanted[i]]))[1] for i in members]
                 starts = [int(self.offset[wanted[i]]) for i in members]
-                ends = [s + int(self.length[wanted[i]]) for s, i in zip(starts, members,
-                                                                         strict=True)]
-                for i, blob in zip(members, fs.cat_ranges(paths, starts, ends), strict=True):
+                lengths = [int(self.length[wanted[i]]) for i in members]
+                # a whole-file reference ([url]) reads to the end: no end offset
+                ends = [s + n if n >= 0 else None for s, n in zip(starts, lengths,
+                                                                   strict=True)]
+                blobs = fs.cat_ranges(paths, starts, ends)
+                for i, n, blob in zip(members, lengths, blobs, strict=True):
                     if isinstance(blob, Exception):
                         raise blob
+                    if n >= 0 and len(blob) != n:
+                        raise CorruptSourceError(
+                            f"chunk {self._key(wanted[i])}: {n} bytes referenced, "
+                            f"{len(blob)} read ({self._where(wanted[i])})",
+                            source=self.refs.targets[int(self.source[wanted[i]])],
+                            variable=self.name)
                     out[i] = blob
         return out
 
@@ -281,7 +423,12 @@ class ReferenceArray(BackendArray):
             with self._lock:
                 fd = self._fds.get(s)
                 if fd is None:
-                    fd = os.open(target.removeprefix("file://"), os.O_RDONLY)
+                    try:
+                        fd = os.open(target.removeprefix("file://"), os.O_RDONLY)
+                    except FileNotFoundError as err:
+                        raise SourceNotFoundError(
+                            f"{target}, referenced by {self.refs.url}, does not exist",
+                            source=target, variable=self.name) from err
                     self._fds[s] = fd
         if length < 0:
             length = os.fstat(fd).st_size - offset
@@ -301,20 +448,33 @@ class ReferenceArray(BackendArray):
                 pass
 
     # -- decoding
-    def _decode(self, raw: bytes) -> np.ndarray:
+    def _decode(self, raw: bytes, idx: tuple[int, ...]) -> np.ndarray:
+        from numcodecs.compat import ensure_ndarray_like
+
         buf: Any = raw
+        if self.compressor is not None:
+            buf = self.compressor.decode(buf)
         for codec in reversed(self.codecs):
             buf = codec.decode(buf)
-        if self.vlen:
-            return np.asarray(buf, dtype=object).reshape(self.chunk_shape)
-        arr = np.frombuffer(memoryview(buf), dtype=self.dtype) if not isinstance(
-            buf, np.ndarray) else buf.view(self.dtype).ravel()
+        arr = ensure_ndarray_like(buf)
         n = math.prod(self.chunk_shape)
-        if arr.size != n:  # a short last chunk written unpadded
-            full = np.full(n, self.fill, dtype=self.dtype)
-            full[: arr.size] = arr[:n]
-            arr = full
-        return arr.reshape(self.chunk_shape)
+        if arr.nbytes != n * self.stored_dtype.itemsize:
+            raise CorruptSourceError(
+                f"chunk {self._key(idx)} decodes to {arr.nbytes} bytes, "
+                f"{n * self.stored_dtype.itemsize} expected ({self._where(idx)})",
+                source=self._where(idx), variable=self.name)
+        arr = arr.reshape(-1, order="A").view(self.stored_dtype)
+        arr = arr.reshape(self.chunk_shape, order=self.order)
+        return arr if arr.dtype == self.dtype else arr.astype(self.dtype)
+
+    def _key(self, idx: tuple[int, ...]) -> str:
+        return f"{self.name}/{self.separator.join(map(str, idx)) if idx else '0'}"
+
+    def _where(self, idx: tuple[int, ...]) -> str:
+        if idx in self.inline:
+            return f"inline in {self.refs.url}"
+        s = int(self.source[idx])
+        return f"{self.refs.targets[s]} bytes {int(self.offset[idx])}+{int(self.length[idx])}"
 
     # -- xarray
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
@@ -341,7 +501,7 @@ class ReferenceArray(BackendArray):
             else:
                 per_dim.append(np.asarray(k, dtype=np.int64) % max(n, 1))
         out_shape = tuple(len(ix) for ix in per_dim)
-        out = np.full(out_shape, self.fill if not self.vlen else "", dtype=self.dtype)
+        out = np.full(out_shape, self.fill, dtype=self.dtype)
         if math.prod(out_shape):
             # group the wanted positions of each dimension by chunk: (chunk index, where in
             # the output, where in the chunk) -- slices when contiguous (cheap basic indexing)
@@ -354,7 +514,7 @@ class ReferenceArray(BackendArray):
             for combo, blob in zip(combos, blobs, strict=True):
                 if blob is None:
                     continue
-                chunk = self._decode(blob)
+                chunk = self._decode(blob, tuple(g[0] for g in combo))
                 if fancy:
                     osel: Any = np.ix_(*[_as_index(g[1]) for g in combo]) if combo else ()
                     csel: Any = np.ix_(*[_as_index(g[2]) for g in combo]) if combo else ()
@@ -386,10 +546,20 @@ def _as_index(sel: Any) -> np.ndarray:
 
 
 class ReferenceStore(AbstractDataStore):
-    """kerchunk references as an xarray data store (variables, attributes, dimensions)."""
+    """kerchunk references as an xarray data store.
+
+    Variables, dimensions, attributes and encodings are what xarray's own Zarr backend makes
+    of the same metadata (it reads them from an in-memory copy of the metadata documents),
+    so the two readers cannot disagree on fill values, NCZarr dimensions, ``_nc``
+    attributes or groups; only the chunk bytes take zarrport's faster path. Anything that
+    path does not implement exactly raises :class:`HandOver`.
+    """
 
     def __init__(self, url: str, storage_options: dict | None = None,
-                 kind: str | None = None) -> None:
+                 kind: str | None = None, group: str | None = None,
+                 use_zarr_fill_value_as_mask: bool | None = None) -> None:
+        from xarray.backends.zarr import ZarrStore
+
         url = storage.normalize_url(url)
         if kind is None:
             from zarrport.open import detect
@@ -397,6 +567,34 @@ class ReferenceStore(AbstractDataStore):
             kind = detect(url, storage_options)
         self.refs = (_load_parquet if kind == "kerchunk-parquet" else _load_json)(
             url, storage_options)
+        self.url = url
+        meta = self.refs.meta
+        if any(k.rpartition("/")[2] == "zarr.json" for k in meta):
+            raise HandOver("Zarr v3 metadata")
+        if ".zarray" in meta:
+            raise HandOver("the root is an array")
+        if self.refs.record_size is not None and any(
+                json.loads(v).get("dimension_separator") == "/"
+                for k, v in meta.items() if k.endswith("/.zarray")):
+            raise HandOver("kerchunk Parquet with '/' chunk keys")
+        import zarr
+        from zarr.core.buffer import cpu
+
+        if any(k.endswith(".zarray") and b'"zarrport.grib"' in v for k, v in meta.items()):
+            # GRIB messages: the numcodecs form of zarrport.grib, registered by its
+            # numcodecs.codecs entry point once installed; importing it registers it too (a
+            # checkout run from source has no entry points)
+            import zarrport.grib.numcodec  # noqa: F401
+        self._mem = mem = zarr.storage.MemoryStore(
+            {k: cpu.Buffer.from_bytes(v) for k, v in meta.items()
+             if k.rpartition("/")[2] != ".zmetadata"})
+        try:
+            self._zarr = ZarrStore.open_group(
+                mem, mode="r", group=group, consolidated=False, zarr_format=2,
+                use_zarr_fill_value_as_mask=use_zarr_fill_value_as_mask)
+        except Exception as err:  # noqa: BLE001 - the standard path says what is wrong
+            raise HandOver(f"metadata zarr does not open here: {err}") from err
+        self._group_path = self._zarr.zarr_group.path
         self._variables: FrozenDict | None = None
 
     def get_variables(self) -> FrozenDict:
@@ -407,55 +605,83 @@ class ReferenceStore(AbstractDataStore):
     def _make_variables(self) -> FrozenDict:
         import xarray as xr
 
-        names = sorted({k.rpartition("/")[0] for k in self.refs.meta
-                        if k.endswith("/.zarray")})
         variables = {}
-        for name in names:
-            zarray = self.refs.meta[f"{name}/.zarray"]
-            attrs = dict(self.refs.meta.get(f"{name}/.zattrs", {}))
-            dims = attrs.pop("_ARRAY_DIMENSIONS", [f"dim_{i}" for i in
-                                                   range(len(zarray["shape"]))])
-            array = ReferenceArray(self.refs, name, zarray)
-            # as xarray's zarr backend does for Zarr v2: fill_value means _FillValue
-            if zarray.get("fill_value") is not None and "_FillValue" not in attrs:
-                attrs["_FillValue"] = _fill_from_json(zarray["fill_value"], array.dtype)
-            encoding = {"chunks": array.chunk_shape, "preferred_chunks":
-                        dict(zip(dims, array.chunk_shape, strict=True)),
-                        "dtype": array.dtype}
-            data = indexing.LazilyIndexedArray(array)
-            variables[name] = xr.Variable(dims, data, attrs, encoding)
+        for name, var in self._zarr.get_variables().items():
+            wrapper = var._data.array  # LazilyIndexedArray(ZarrArrayWrapper)
+            zarr_array = wrapper.get_array()
+            meta = zarr_array.metadata
+            path = f"{self._group_path}/{name}" if self._group_path else name
+            why = _why_not_fast(meta)
+            if why:
+                # an array whose chunks are all inline (kerchunk inlines small variables,
+                # e.g. strings) is read by zarr itself from an in-memory copy; otherwise the
+                # whole dataset goes the standard way
+                if not self._inline_into_memory(path, zarr_array):
+                    raise HandOver(f"{name}: {why}")
+                variables[name] = var
+                continue
+            array = ReferenceArray(self.refs, path, zarr_array, wrapper.dtype)
+            variables[name] = xr.Variable(var.dims, indexing.LazilyIndexedArray(array),
+                                          var.attrs, var.encoding)
         return FrozenDict(variables)
 
+    def _inline_into_memory(self, path: str, zarr_array: Any) -> bool:
+        """Copy the array's chunks into the in-memory store if every one of them is inline
+        data (or missing); False (nothing copied) if any is a byte range of a file."""
+        from zarr.core.buffer import cpu
+
+        meta = zarr_array.metadata
+        sep = meta.dimension_separator or "."
+        grid = tuple(math.ceil(s / c) if c else 0 for s, c in zip(meta.shape, meta.chunks,
+                                                                   strict=True))
+        chunks: dict[str, bytes] = {}
+        if self.refs.record_size is not None:
+            info = _parquet_table(self.refs, path, math.prod(grid))
+            for n, (p, raw) in enumerate(zip(info["paths"], info["raws"], strict=True)):
+                if n >= math.prod(grid):
+                    break
+                if raw is not None:
+                    idx = np.unravel_index(n, grid) if grid else ()
+                    key = sep.join(str(int(i)) for i in idx) if grid else "0"
+                    chunks[key] = _decode_inline(bytes(raw))
+                elif isinstance(p, str) and p:
+                    return False
+        else:
+            for leaf, value in self.refs.chunks.get(path, []):
+                if isinstance(value, str | bytes):
+                    chunks[leaf] = _decode_inline(value)
+                elif isinstance(value, list):
+                    return False
+        store = self._mem._store_dict
+        for leaf, blob in chunks.items():
+            store[f"{path}/{leaf}"] = cpu.Buffer.from_bytes(blob)
+        return True
+
     def get_attrs(self) -> FrozenDict:
-        return FrozenDict(self.refs.meta.get(".zattrs", {}))
+        return FrozenDict(self._zarr.get_attrs())
 
     def get_dimensions(self) -> FrozenDict:
-        dims: dict[str, int] = {}
-        for v in self.get_variables().values():
-            dims.update(zip(v.dims, v.shape, strict=True))
-        return FrozenDict(dims)
+        return FrozenDict(self._zarr.get_dimensions())
 
 
-class ZarrportBackendEntrypoint(BackendEntrypoint):
-    """``xr.open_dataset(refs, engine="zarrport")`` for kerchunk JSON / Parquet references."""
+def _why_not_fast(meta: Any) -> str | None:
+    """Why zarrport's chunk path cannot decode this array exactly as zarr does, or None."""
+    try:
+        dtype = meta.dtype.to_native_dtype()
+    except Exception:  # noqa: BLE001
+        return "a data type numpy cannot hold"
+    if dtype.kind not in _FAST_KINDS or dtype.fields is not None or dtype.subdtype:
+        return f"data type {dtype}"
+    if meta.order not in ("C", "F"):
+        return f"order {meta.order!r}"
+    if (meta.dimension_separator or ".") not in (".", "/"):
+        return f"dimension separator {meta.dimension_separator!r}"
+    for codec in (*(meta.filters or ()), meta.compressor):
+        if codec is not None and getattr(codec, "codec_id", None) in ("pickle",):
+            return "the pickle codec (zarr decides whether it may run)"
+    if any(c == 0 for c in meta.chunks):
+        return "a chunk length of 0"
+    return None
 
-    description = "kerchunk references (JSON/Parquet) read directly by zarrport"
-    url = "https://github.com/zarrport"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "storage_options")
 
-    def open_dataset(self, filename_or_obj: Any, *, drop_variables: Any = None,
-                     storage_options: dict | None = None, kind: str | None = None,
-                     mask_and_scale: bool = True, decode_times: Any = True,
-                     concat_characters: bool = True, decode_coords: Any = True,
-                     use_cftime: Any = None, decode_timedelta: Any = None) -> Any:
-        store = ReferenceStore(str(filename_or_obj), storage_options, kind)
-        return StoreBackendEntrypoint().open_dataset(
-            store, mask_and_scale=mask_and_scale, decode_times=decode_times,
-            concat_characters=concat_characters, decode_coords=decode_coords,
-            drop_variables=drop_variables, use_cftime=use_cftime,
-            decode_timedelta=decode_timedelta,
-        )
-
-    def guess_can_open(self, filename_or_obj: Any) -> bool:
-        return isinstance(filename_or_obj, str) and filename_or_obj.endswith(
-            (".json", ".parquet"))
+from zarrport.backend import ZarrportBackendEntrypoint  # noqa: E402,F401 - its old home

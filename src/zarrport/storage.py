@@ -272,6 +272,9 @@ def _locate(url: str) -> _Location:
 
 
 def _check_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    # every store/filesystem zarrport makes starts here: its S3 clients must not go asking
+    # the cloud metadata endpoint for credentials unless the user asked for that
+    instance_metadata_disabled()
     opts = dict(storage_options or {})
     unknown = sorted(k for k in opts if k not in _ALL_KNOWN)
     if unknown:
@@ -281,6 +284,74 @@ def _check_options(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
             f"{', '.join(sorted(_AZ_TRANSLATED))}; plus other fsspec options"
         )
     return opts
+
+
+#: what to do when no S3 credentials are found (the one-line error a user sees)
+NO_S3_CREDENTIALS = (
+    "no S3 credentials: pass --storage-option anon=true (public data) or key=...,secret=..., "
+    "or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE "
+    "(AWS_EC2_METADATA_DISABLED=false lets zarrport use an instance role)"
+)
+
+
+def instance_metadata_disabled() -> bool:
+    """Keep S3 credential lookups away from the cloud metadata endpoint (169.254.169.254).
+
+    Sets ``AWS_EC2_METADATA_DISABLED=true`` unless the user set it (to anything): botocore /
+    s3fs and Icechunk's AWS SDK read it when they resolve credentials. object_store
+    (obstore 0.12, checked) does not, so zarrport resolves credentials itself when they are
+    not given (:func:`_s3_credentials_from_environment`) and hands obstore explicit ones.
+    Returns True when metadata lookups are off.
+    """
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    return os.environ["AWS_EC2_METADATA_DISABLED"].strip().lower() == "true"
+
+
+def _aws_environment() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+
+
+@functools.lru_cache(maxsize=8)
+def _credentials_for(
+    environment: tuple[tuple[str, str], ...],  # the cache key: AWS_* variables as they are
+) -> tuple[str, str, str | None] | None:
+    import botocore.exceptions
+    import botocore.session
+
+    try:
+        found = botocore.session.Session().get_credentials()
+        frozen = found.get_frozen_credentials() if found is not None else None
+    except botocore.exceptions.BotoCoreError as e:  # a named profile that does not exist ...
+        raise StorageError(f"AWS credentials: {_first_line(e)}") from e
+    if frozen is None or not frozen.access_key:
+        return None
+    return frozen.access_key, frozen.secret_key, frozen.token
+
+
+def _s3_credentials_from_environment() -> tuple[str, str, str | None] | None:
+    """(key, secret, token) from the AWS chain without instance metadata -- environment
+    variables, shared credentials/config files, SSO, web identity, container -- or None
+    (also when botocore, which comes with the [cloud] extra, is not installed).
+
+    Only meaningful while :func:`instance_metadata_disabled` (botocore then skips IMDS)."""
+    try:
+        import botocore  # noqa: F401
+    except ImportError:
+        return None
+    return _credentials_for(_aws_environment())
+
+
+def _no_s3_credentials() -> bool:
+    """Nothing in the environment an S3 client could authenticate with (IMDS aside)."""
+    try:
+        import botocore  # noqa: F401
+    except ImportError:  # no [cloud] extra: judge by what object_store and Icechunk read
+        home = os.path.expanduser("~/.aws")
+        files = [os.environ.get("AWS_SHARED_CREDENTIALS_FILE", f"{home}/credentials"),
+                 os.environ.get("AWS_CONFIG_FILE", f"{home}/config")]
+        return not (_object_store_finds_credentials() or os.environ.get("AWS_PROFILE")
+                    or any(os.path.exists(f) for f in files))
+    return _s3_credentials_from_environment() is None
 
 
 def _as_bool(value: Any, name: str) -> bool:
@@ -323,6 +394,13 @@ def _s3_settings(opts: Mapping[str, Any], bucket: str | None, *, for_fsspec: boo
             "storage option 'profile' is only understood by s3fs; obstore and Icechunk cannot "
             "use AWS profiles from options. Set AWS_PROFILE (or key/secret) instead."
         )
+    anon = _as_bool(opts.get("anon"), "anon")
+    if not (anon or key or opts.get("profile")) and instance_metadata_disabled() \
+            and _no_s3_credentials():
+        # without this, every client would walk its credential chain to the end and fail
+        # there with a traceback (s3fs) or a message about the metadata endpoint (obstore);
+        # checked before the bucket-region lookup below, so nothing is sent at all
+        raise StorageError(NO_S3_CREDENTIALS)
     endpoint = opts.get("endpoint_url") or client_kwargs.get("endpoint_url")
     region = opts.get("region") or client_kwargs.get("region_name")
     if not region and endpoint:
@@ -340,7 +418,7 @@ def _s3_settings(opts: Mapping[str, Any], bucket: str | None, *, for_fsspec: boo
         key=key or None,
         secret=secret or None,
         token=opts.get("token") or None,
-        anon=_as_bool(opts.get("anon"), "anon"),
+        anon=anon,
         endpoint_url=endpoint or None,
         region=region or None,
         requester_pays=_as_bool(opts.get("requester_pays"), "requester_pays"),
@@ -606,6 +684,18 @@ def _client_options(allow_http: bool = False) -> dict:
     return out
 
 
+def _object_store_finds_credentials() -> bool:
+    """Whether object_store's own chain (environment variables, web identity, container
+    credentials) has something before it falls back to instance metadata."""
+    env = os.environ
+    return bool(
+        (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"))
+        or env.get("AWS_WEB_IDENTITY_TOKEN_FILE")
+        or env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        or env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    )
+
+
 def _obstore_store(loc: _Location, opts: Mapping[str, Any]):
     """An obstore store for the bucket/container/host of ``loc`` (no prefix)."""
     from obstore.store import AzureStore, GCSStore, HTTPStore, LocalStore, S3Store
@@ -628,6 +718,15 @@ def _obstore_store(loc: _Location, opts: Mapping[str, Any]):
                 config["secret_access_key"] = s3.secret
                 if s3.token:
                     config["session_token"] = s3.token
+            elif instance_metadata_disabled() and not _object_store_finds_credentials():
+                # object_store ignores AWS_EC2_METADATA_DISABLED and reads neither shared
+                # credential files nor SSO (obstore 0.12.1): it would ask the metadata
+                # endpoint. Hand it what the AWS chain found instead.
+                found = _s3_credentials_from_environment()
+                if found is not None:
+                    config["access_key_id"], config["secret_access_key"] = found[:2]
+                    if found[2]:
+                        config["session_token"] = found[2]
             if s3.requester_pays:
                 config["request_payer"] = True
             return S3Store(
@@ -681,7 +780,7 @@ def _obstore_store(loc: _Location, opts: Mapping[str, Any]):
             client_options=_client_options(loc.scheme == "http"),
             retry_config=_retry_config(),
         )
-    except InvalidArgumentError:
+    except (InvalidArgumentError, StorageError):
         raise
     except Exception as e:  # obstore config errors (unknown key, bad value ...)
         raise InvalidArgumentError(
@@ -910,7 +1009,7 @@ def icechunk_storage(url: str, storage_options: dict | None = None) -> icechunk.
             return icechunk.gcs_storage(
                 bucket=loc.bucket, prefix=prefix or None, config=config, **kwargs
             )
-    except InvalidArgumentError:
+    except (InvalidArgumentError, StorageError):
         raise
     except Exception as e:
         raise InvalidArgumentError(
@@ -1032,7 +1131,7 @@ def icechunk_virtual_container(
         # http(s)
         return (icechunk.VirtualChunkContainer(prefix, icechunk.ObjectStoreConfig.Http({})),
                 icechunk.credentials.HttpAccess)
-    except InvalidArgumentError:
+    except (InvalidArgumentError, StorageError):
         raise
     except Exception as e:
         raise InvalidArgumentError(

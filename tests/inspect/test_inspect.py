@@ -289,7 +289,8 @@ def test_group(tmp_path: Path) -> None:
     assert sub.group == "sub"
     assert sub.variable("v").verdict == VIRTUALIZE
     assert sub.variable("v").dims == ("x",)
-    with pytest.raises(CorruptSourceError):
+    # a missing group is the caller's mistake, named with the groups there are (issue 10)
+    with pytest.raises(InvalidArgumentError, match=r"'nope' does not exist.*/, /sub"):
         inspect_source(str(path), group="nope")
 
 

@@ -279,7 +279,9 @@ def test_output_guards(tmp_path):
     assert (out / "zarrport-batch.json").read_text() == "{not json"
     proc = subprocess.run([*ZARRPORT, "batch", str(tmp_path / "none" / "*.nc"), "-o",
                            str(tmp_path / "o2")], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "0 new" in proc.stdout
+    # a glob that matches nothing is an error (issue 10), and no output is created
+    assert proc.returncode == 3 and "no file matches" in proc.stderr
+    assert not (tmp_path / "o2").exists()
 
 
 def test_incompatible_file_fails_its_collection_only(tmp_path):

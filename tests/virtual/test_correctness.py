@@ -111,14 +111,15 @@ def test_contiguous_subchunks_read_back_in_every_format(tmp_path, fmt):
 def test_contiguous_files_of_different_lengths_combine(tmp_path):
     # 365 and 366 days: the per-file sub-chunk lengths must be made equal (a divisor of both)
     paths = [
-        write_cmip6_year(tmp_path / "a.nc", 2015, nlat=8, nlon=8, contiguous=True,
+        write_cmip6_year(tmp_path / "a.nc", 2015, nlat=32, nlon=32, contiguous=True,
                          calendar="standard"),
-        write_cmip6_year(tmp_path / "b.nc", 2016, nlat=8, nlon=8, contiguous=True,
+        write_cmip6_year(tmp_path / "b.nc", 2016, nlat=32, nlon=32, contiguous=True,
                          calendar="standard"),
     ]
     out = tmp_path / "tas.json"
+    # the smallest sub-chunk accepted (MIN_SUBCHUNK_MB): 2 time steps of 4 KiB each
     result = zarrport.virtualize([str(p) for p in paths], str(out), concat_dim="time",
-                                 subchunk_mb=0.001)
+                                 subchunk_mb=0.01)
     assert result.native_chunks == 0
     assert_same(oracle(*paths), zarrport.open_dataset(str(out)))
 

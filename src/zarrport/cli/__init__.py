@@ -41,14 +41,19 @@ def _register() -> None:
 
     # every module of this package except the shared helpers is a command
     for mod in pkgutil.iter_modules(package.__path__):
-        if mod.name not in ("options",):
+        if mod.name not in ("options", "library_warnings"):
             importlib.import_module(f"zarrport.cli.{mod.name}")
 
 
 def main(argv: list[str] | None = None) -> None:
+    from zarrport.cli.library_warnings import cli_warnings
+    from zarrport.hdf5 import use_hdf5_plugins
+
+    use_hdf5_plugins()  # before any command opens a file with netCDF4
     _register()
     try:
-        cli.main(args=argv, prog_name="zarrport", standalone_mode=False)
+        with cli_warnings():  # library warnings: hidden, or one zarrport line each
+            cli.main(args=argv, prog_name="zarrport", standalone_mode=False)
     except ZarrportError as err:
         click.echo(f"zarrport: error: {err}", err=True)
         sys.exit(exit_code(err))
@@ -63,3 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("zarrport: interrupted", err=True)
         sys.exit(130)
+    finally:
+        # reads left in flight by a failed one must end before zarr's atexit hook closes
+        # its event loop under them (teardown noise, or a crash instead of our exit status)
+        from zarrport.eventloop import settle_zarr_tasks
+
+        settle_zarr_tasks(timeout=10.0)  # bounded: exiting must not hang on a stuck read

@@ -7,10 +7,12 @@ import click
 
 from zarrport.cli import cli
 from zarrport.cli.options import (
+    describe_skipped,
     echo_json,
     human_bytes,
     json_flag,
     parse_storage_options,
+    skip_unsupported_flag,
     storage_option,
 )
 from zarrport.errors import PartialFailureError
@@ -45,6 +47,7 @@ def batch_options(f: Any) -> Any:
                      help="Also write a static STAC catalog of the output to DIR."),
         click.option("--allow-failures", is_flag=True,
                      help="Exit 0 even when some files failed (they are still listed)."),
+        skip_unsupported_flag,
         storage_option,
         json_flag,
     ]):
@@ -54,8 +57,10 @@ def batch_options(f: Any) -> Any:
 
 def _kwargs(p: dict[str, Any]) -> dict[str, Any]:
     from zarrport.pipeline.batch import DEFAULT_INCLUDE
+    from zarrport.virtual.parse import ParseOptions
 
     return dict(
+        options=ParseOptions(on_unsupported="drop" if p["skip_unsupported"] else "raise"),
         collection_by=p["collection_by"], concat_dim=p["concat_dim"], workers=p["workers"],
         scheduler=p["scheduler"], ledger=p["ledger"], retries=p["retries"], stac=p["stac"],
         include=p["include"] or DEFAULT_INCLUDE,
@@ -111,6 +116,8 @@ def print_summary(result: Any) -> None:
                    f"{col.get('icechunk')}{change}")
         if col.get("error"):
             click.echo(f"    not committed: {col['error']}")
+        for item in col.get("skipped") or []:
+            click.echo(f"    skipped (--skip-unsupported): {describe_skipped(item)}")
     if result.skipped:
         shown = ", ".join(s["url"].rsplit("/", 1)[-1] for s in result.skipped[:10])
         more = f" and {len(result.skipped) - 10} more" if len(result.skipped) > 10 else ""

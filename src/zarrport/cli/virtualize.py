@@ -4,10 +4,12 @@ import click
 
 from zarrport.cli import cli
 from zarrport.cli.options import (
+    describe_skipped,
     echo_json,
     human_bytes,
     json_flag,
     parse_storage_options,
+    skip_unsupported_flag,
     storage_option,
 )
 
@@ -18,11 +20,12 @@ from zarrport.cli.options import (
               help="Where to write the references: *.json, *.parquet or *.icechunk "
               "(local path or s3://, az://, gs:// URL).")
 @click.option("--format", "fmt", type=click.Choice(["json", "parquet", "icechunk"]),
-              help="Output format (default: from the output name).")
+              help="Output format (default: from the output name; one that contradicts "
+              "the name's suffix is refused).")
 @click.option("--concat-dim", help="Combine several files along this dimension (e.g. time).")
 @click.option("--subchunk-mb", type=float, default=16, show_default=True,
               help="Split uncompressed contiguous variables into byte ranges of about this "
-              "size.")
+              "size (at least 0.01).")
 @click.option("--inline-limit-mb", type=float, default=4, show_default=True,
               help="Variables that cannot be referenced are copied into the output up to "
               "this size and refused above it.")
@@ -31,13 +34,14 @@ from zarrport.cli.options import (
               help="Leave this variable out (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--workers", type=int, help="Parallel workers for parsing many files.")
+@skip_unsupported_flag
 @storage_option
 @json_flag
 def virtualize_command(sources: tuple[str, ...], output: str, fmt: str | None,
                        concat_dim: str | None, subchunk_mb: float, inline_limit_mb: float,
                        group: str | None, drop: tuple[str, ...], overwrite: bool,
-                       workers: int | None, storage_options: tuple[str, ...],
-                       as_json: bool) -> None:
+                       workers: int | None, skip_unsupported: bool,
+                       storage_options: tuple[str, ...], as_json: bool) -> None:
     """Write references to SOURCES so they open as one Zarr dataset, without copying data.
 
     \b
@@ -77,6 +81,7 @@ def virtualize_command(sources: tuple[str, ...], output: str, fmt: str | None,
             storage_options=parse_storage_options(storage_options), subchunk_mb=subchunk_mb,
             inline_limit_mb=inline_limit_mb, group=group, drop_variables=drop,
             overwrite=overwrite, workers=workers, progress=progress,
+            skip_unsupported=skip_unsupported,
         )
     finally:
         if bar is not None:
@@ -97,4 +102,8 @@ def virtualize_command(sources: tuple[str, ...], output: str, fmt: str | None,
     for name, note in result.notes.items():
         if not note.startswith("inlined: small"):
             click.echo(f"  {name}: {note}")
+    if result.skipped:
+        click.echo(f"  skipped ({len(result.skipped)}, --skip-unsupported):")
+        for item in result.skipped:
+            click.echo(f"    {describe_skipped(item)}")
     click.echo(f"  {result.seconds:.2f} s")

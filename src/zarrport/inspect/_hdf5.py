@@ -30,6 +30,7 @@ from zarrport.virtual.hdf5 import (
     dataset_filters,
     extract_attrs,
     filter_codec,
+    open_group,
     phony_dimension_names,
 )
 from zarrport.virtual.parse import ParseOptions
@@ -106,11 +107,7 @@ def inspect_hdf5(target: Any, url: str, *, size: int, options: ParseOptions) -> 
         raise CorruptSourceError(f"{url}: not a readable HDF5 file ({err})", source=url) from err
     with f:
         group = options.group
-        if group and group not in f:
-            raise CorruptSourceError(f"{url}: no group {group!r} in the file", source=url)
-        g = f[group] if group else f
-        if not isinstance(g, h5py.Group):
-            raise CorruptSourceError(f"{url}: {group!r} is not a group", source=url)
+        g = open_group(f, group, url)
         dim_names = phony_dimension_names(f)
         is_netcdf = "_NCProperties" in f.attrs or "_nc3_strict" in f.attrs
         variables = []

@@ -35,7 +35,7 @@ from zarrport.errors import (
     InvalidArgumentError,
 )
 from zarrport.inspect.guidelines import GuidelineWarning, human_bytes
-from zarrport.virtual.parse import ParseOptions, recognised_source
+from zarrport.virtual.parse import ParseOptions, check_sizes, recognised_source
 
 VIRTUALIZE = "virtualize"
 VIRTUALIZE_SUBCHUNKED = "virtualize_subchunked"
@@ -266,19 +266,12 @@ def inspect_source(
     are used to virtualize. Raises what :func:`zarrport.virtual.parse.parse_source` raises for
     bad input: :class:`~zarrport.errors.SourceNotFoundError`, ``NotAFileError``,
     ``UnrecognizedFormatError`` (empty / not NetCDF or HDF5), ``CorruptSourceError``
-    (truncated, damaged, missing group), ``StorageError``, ``InvalidArgumentError``.
+    (truncated, damaged), ``StorageError``, ``InvalidArgumentError`` (bad sizes, a group
+    that is not there: the message lists the file's groups).
     """
     from zarrport.inspect import _grib, _hdf5, _netcdf3
 
-    for label, value, positive in (("subchunk_mb", subchunk_mb, True),
-                                   ("inline_limit_mb", inline_limit_mb, False)):
-        ok = isinstance(value, int | float) and not isinstance(value, bool) \
-            and math.isfinite(value) and (value > 0 if positive else value >= 0)
-        if not ok:
-            raise InvalidArgumentError(
-                f"{label} must be a {'positive' if positive else 'non-negative'} number, "
-                f"not {value!r}"
-            )
+    check_sizes(subchunk_mb, inline_limit_mb)
     defaults = ParseOptions()
     options = ParseOptions(
         group=group,

@@ -155,7 +155,11 @@ def discover(spec: str, storage_options: dict | None = None,
     if any(ch in rest for ch in "*?["):
         static = re.split(r"[*?\[]", path, maxsplit=1)[0]
         root_path = static.rsplit("/", 1)[0] if "/" in static else static
-        found = fs.glob(path, detail=True)
+        try:
+            found = fs.glob(path, detail=True)
+        except Exception as err:  # endpoint unreachable, access denied ...: one line
+            raise StorageError(f"cannot list {spec}: {_one_line(err)}",
+                               source=url) from err
         infos = {p: i for p, i in found.items() if i.get("type", "file") == "file"}
     else:
         try:
@@ -183,6 +187,12 @@ def discover(spec: str, storage_options: dict | None = None,
         rel = p[len(root_path):].lstrip("/") if p.startswith(root_path) else name
         out.append(Source(src_url, rel, _stat_from_info(src_url, infos[p])))
     return root, out
+
+
+def _nothing_found(spec: str, include: Iterable[str]) -> str:
+    if any(ch in spec.split("://", 1)[-1] for ch in "*?["):
+        return f"no file matches {spec}"
+    return (f"no source files under {spec} (looked for {', '.join(include)}; see --include)")
 
 
 def explicit_sources(urls: Iterable[str], root: str | None,
@@ -463,6 +473,7 @@ def run_batch(
     progress: Progress | None = None,
     stac: str | None = None,
     options: ParseOptions | None = None,
+    allow_empty: bool = False,
 ) -> BatchResult:
     """Reference every source under ``sources`` into the batch output ``output``.
 
@@ -475,6 +486,9 @@ def run_batch(
     ``OUTPUT/ledger.sqlite`` unless ``ledger`` is given (required for remote outputs).
     ``retries`` is per source and run, with exponential backoff from ``backoff`` seconds.
     Failures never raise: they are in ``result.failures``; ``result.ok`` says if all held.
+    A glob that matches no file or a prefix without source files raises
+    :class:`~zarrport.errors.SourceNotFoundError` before the output is created, unless
+    ``allow_empty`` (``watch``: files may land later).
     """
     t0 = time.perf_counter()
     if retries < 0 or backoff < 0:
@@ -486,6 +500,17 @@ def run_batch(
     explicit = not isinstance(sources, str | os.PathLike)
     pattern_obj = CollectionPattern.compile(collection_by) if collection_by else None
     ledger_path = _ledger_path(out_url, ledger)
+    # sources are found before the output is touched: a glob that matches nothing or an
+    # empty / missing prefix is an error that leaves no output directory behind
+    listing: tuple[str, list[Source]] | None = None
+    if explicit:
+        sources = list(sources)
+        if not sources:
+            raise InvalidArgumentError("no sources given")
+    else:
+        listing = discover(str(sources), storage_options, include)
+        if not listing[1] and not allow_empty:
+            raise SourceNotFoundError(_nothing_found(str(sources), include), source=str(sources))
     with _dask_client(scheduler) as client:  # reached before anything is written
         _prepare_output(out_url, out_opts)
         manifest, pattern, concat_dim = _config(out_url, out_opts, collection_by, concat_dim)
@@ -501,7 +526,8 @@ def run_batch(
                 root, found, failures_pre = explicit_sources(list(sources), manifest.get("root"),
                                                              storage_options)
             else:
-                root, found = discover(str(sources), storage_options, include)
+                assert listing is not None
+                root, found = listing
                 if manifest.get("root") and manifest["root"] != root:
                     raise InvalidArgumentError(
                         f"{out_url} references sources under {manifest['root']}, not {root}; use "
@@ -545,7 +571,10 @@ def run_batch(
                 elif row["status"] == OK and row["collection"] == cid:
                     counts["unchanged"] += 1
                     continue
-                elif row["status"] == FAILED and row["error_code"] not in RETRY_NEXT_RUN:
+                elif row["status"] == FAILED and row["error_code"] not in RETRY_NEXT_RUN \
+                        and not (options.on_unsupported == "drop"
+                                 and row["error_code"] == "unsupported_variable"):
+                    # (refused for an unsupported variable: tried again with --skip-unsupported)
                     # bad in itself: recorded once with its reason, not tried again until it changes
                     counts["failed"] += 1
                     result.failures.append({"url": src.url, "code": row["error_code"],
@@ -703,6 +732,8 @@ def _commit_collection(book: Ledger, cid: str, out_url: str, root: str, concat_d
         "variables": summary["variables"], "referenced_bytes": summary["referenced_bytes"],
         "added": added, "changed": changed, "removed": removed,
     })
+    if summary["skipped"]:
+        entry["skipped"] = summary["skipped"]  # left out by --skip-unsupported, with reasons
     return entry
 
 

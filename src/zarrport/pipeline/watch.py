@@ -34,7 +34,7 @@ def watch(prefix: str, output: str, *, interval: float = 60.0, max_polls: int | 
         started = time.monotonic()
         polls += 1
         try:
-            result = run_batch(prefix, output, **batch_options)
+            result = run_batch(prefix, output, allow_empty=True, **batch_options)
         except StorageError as err:
             if on_poll:
                 on_poll(polls, None, err)

@@ -35,8 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cftime
-import netCDF4
-import numpy as np
+
+from zarrport.hdf5 import use_hdf5_plugins
+
+use_hdf5_plugins()  # before netCDF4's HDF5 starts
+
+import netCDF4  # noqa: E402
+import numpy as np  # noqa: E402
 
 __all__ = [
     "FILL_VALUE",

@@ -20,10 +20,11 @@ from zarrport.errors import (
     OutputExistsError,
     OutputNotWritableError,
     SourceNotFoundError,
+    StorageError,
 )
 from zarrport.virtual.combine import combine
 from zarrport.virtual.model import VirtualDataset
-from zarrport.virtual.parse import ParseOptions, parse_source
+from zarrport.virtual.parse import ParseOptions, check_sizes, parse_source
 
 FORMATS = ("json", "parquet", "icechunk")
 #: name of the provenance record inside a kerchunk JSON file / Parquet directory
@@ -44,23 +45,37 @@ class VirtualizeResult:
     output_bytes: int
     seconds: float
     notes: dict[str, str] = field(default_factory=dict)
+    #: with ``skip_unsupported``: the variables / attributes left out and why
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+_SUFFIXES = (("json", (".json",)), ("parquet", (".parquet", ".parq")),
+             ("icechunk", (".icechunk", ".ic")))
+
+
 def output_format(output: str, format: str | None) -> str:
+    """The output format: ``format`` when given, else from the output's name.
+
+    A name that says one format while ``format`` says another (``--format json -o
+    x.parquet``) is refused: a reader would take the output for what its name says."""
+    name = output.rstrip("/").lower()
+    named = next((fmt for fmt, suffixes in _SUFFIXES if name.endswith(suffixes)), None)
     if format:
         if format not in FORMATS:
             raise InvalidArgumentError(
                 f"unknown format {format!r}; choose one of {', '.join(FORMATS)}"
             )
+        if named is not None and named != format:
+            raise InvalidArgumentError(
+                f"--format {format} does not match the output name {output!r} (a {named} "
+                f"name); rename the output or drop --format"
+            )
         return format
-    name = output.rstrip("/").lower()
-    for fmt, suffixes in (("json", (".json",)), ("parquet", (".parquet", ".parq")),
-                          ("icechunk", (".icechunk", ".ic"))):
-        if name.endswith(suffixes):
-            return fmt
+    if named is not None:
+        return named
     raise InvalidArgumentError(
         f"cannot tell the output format from {output!r}: name it *.json, *.parquet or "
         "*.icechunk, or pass --format"
@@ -75,7 +90,12 @@ def expand_sources(sources: str | Iterable[str], storage_options: dict | None) -
         url = storage.normalize_url(str(item))
         if any(ch in url.split("://", 1)[1] for ch in "*?["):
             fs, path = storage.filesystem(url, storage_options)
-            matches = sorted(fs.glob(path))
+            try:
+                matches = sorted(fs.glob(path))
+            except Exception as err:  # endpoint unreachable, access denied ...: one line
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise StorageError(f"cannot list {item}: {type(err).__name__}: {first}",
+                                   source=str(item)) from err
             if not matches:
                 raise SourceNotFoundError(f"no file matches {item}", source=str(item))
             scheme = url.split("://", 1)[0]
@@ -151,6 +171,8 @@ def provenance(vds: VirtualDataset, concat_dim: str | None,
         "concat_dim": concat_dim,
         "group": group,
         "sources": vds.source_stats,
+        # left out by --skip-unsupported: verify does not expect them
+        "skipped": list(getattr(vds, "skipped", [])),
     }
 
 
@@ -169,6 +191,7 @@ def virtualize(
     overwrite: bool = False,
     workers: int | None = None,
     progress: Progress | None = None,
+    skip_unsupported: bool = False,
 ) -> VirtualizeResult:
     """Write references to ``sources`` so that the output opens as one Zarr dataset.
 
@@ -178,12 +201,13 @@ def virtualize(
     ``subchunk_mb``; variables that cannot be referenced are inlined up to
     ``inline_limit_mb`` and refused above. ``storage_options`` apply to the sources and,
     unless ``output_storage_options`` is given, to the output. ``progress(done, total)`` is
-    called as sources are parsed.
+    called as sources are parsed. ``skip_unsupported``: variables and attributes that cannot
+    be referenced faithfully are left out instead of refusing the file; each is listed with
+    its reason in ``result.skipped`` and in the output's provenance record.
     """
     t0 = time.perf_counter()
     fmt = output_format(output, format)
-    if subchunk_mb <= 0 or inline_limit_mb < 0:
-        raise InvalidArgumentError("--subchunk-mb must be > 0 and --inline-limit-mb >= 0")
+    check_sizes(subchunk_mb, inline_limit_mb)
     out_opts = output_storage_options if output_storage_options is not None else storage_options
     out_url = storage.normalize_url(output)
     _check_output(out_url, out_opts, overwrite)
@@ -192,6 +216,7 @@ def virtualize(
         subchunk_bytes=int(subchunk_mb * 2**20),
         inline_limit_bytes=int(inline_limit_mb * 2**20),
         drop_variables=tuple(drop_variables),
+        on_unsupported="drop" if skip_unsupported else "raise",
     )
     vds = build(sources, concat_dim=concat_dim, storage_options=storage_options,
                 options=options, workers=workers, progress=progress)
@@ -212,6 +237,7 @@ def virtualize(
         output_bytes=_size_of(out_url, out_opts),
         seconds=round(time.perf_counter() - t0, 3),
         notes={n: v.note for n, v in vds.variables.items() if v.note},
+        skipped=summary["skipped"],
     )
 
 

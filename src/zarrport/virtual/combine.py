@@ -182,7 +182,12 @@ def combine(datasets: list[VirtualDataset], dim: str) -> VirtualDataset:
             shifted = _common_subchunks(shifted, axis, bases)
         variables[name] = _concat_refs(name, shifted, axis, starts, first_sources)
     attrs = dict(datasets[0].attrs)
-    out = VirtualDataset(variables=variables, attrs=attrs, sources=sources, source_stats=stats)
+    skipped: dict[tuple, dict[str, Any]] = {}
+    for d in datasets:  # what --skip-unsupported left out of any file, listed once
+        for item in getattr(d, "skipped", []):
+            skipped.setdefault((item.get("variable"), item.get("attribute")), item)
+    out = VirtualDataset(variables=variables, attrs=attrs, sources=sources, source_stats=stats,
+                         skipped=list(skipped.values()))
     if grib:
         from zarrport.grib.combine import check_unique
 

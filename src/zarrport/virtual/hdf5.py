@@ -24,7 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from zarrport.errors import CorruptSourceError, UnsupportedVariableError
+from zarrport.errors import (
+    CorruptSourceError,
+    InvalidArgumentError,
+    UnsupportedVariableError,
+)
 from zarrport.virtual.model import ChunkRefs, VirtualDataset, VirtualVariable
 
 # HDF5 layout classes (H5D_COMPACT, H5D_CONTIGUOUS, H5D_CHUNKED, H5D_VIRTUAL)
@@ -187,8 +191,10 @@ def _plain_spaces() -> tuple[int, ...]:
 _PLAIN_SPACES = _plain_spaces()
 
 
-def extract_attrs(obj: Any, *, strict: bool = True) -> dict[str, Any]:
-    """Attributes as netCDF4 shows them; ``strict``: raise on one that cannot be kept."""
+def extract_attrs(obj: Any, *, strict: bool = True,
+                  skipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """Attributes as netCDF4 shows them; ``strict``: raise on one that cannot be kept.
+    Not ``strict``, such an attribute is left out, with its reason in ``skipped``."""
     attrs: dict[str, Any] = {}
     for name in _attr_names(obj):
         if name in _HIDDEN_ATTRS:
@@ -200,6 +206,8 @@ def extract_attrs(obj: Any, *, strict: bool = True) -> dict[str, Any]:
                 raise UnreadableAttribute(
                     f"attribute {name!r} has a type with no Zarr/JSON form ({err})"
                 ) from err
+            if skipped is not None:
+                skipped[name] = f"a type with no Zarr/JSON form ({err})"
     return attrs
 
 
@@ -483,6 +491,30 @@ def _read_inline(dset: Any, dtype: np.dtype) -> np.ndarray:
     return np.asarray(dset[()], dtype=dtype)
 
 
+def open_group(f: Any, group: str | None, url: str) -> Any:
+    """The group ``group`` of the open h5py file ``f`` (the root for None, ``""``, ``"/"``).
+
+    A name that is not there, or that names a variable, is the caller's mistake, not a
+    damaged file: :class:`InvalidArgumentError` listing the groups the file has."""
+    import h5py
+
+    if not group or not group.strip("/"):
+        return f
+    try:
+        g = f.get(group)
+    except (KeyError, ValueError, OSError):  # a path through a dataset, a broken link
+        g = None
+    if isinstance(g, h5py.Group):
+        return g
+    names = ["/"]
+    f.visititems(lambda name, obj: names.append(f"/{name}")
+                 if isinstance(obj, h5py.Group) else None)
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    what = "is a variable, not a group" if g is not None else "does not exist"
+    raise InvalidArgumentError(f"{url}: group {group!r} {what}; the file's groups: {shown}",
+                               source=url)
+
+
 def parse_hdf5(
     fileobj: Any,
     url: str,
@@ -509,48 +541,56 @@ def parse_hdf5(
     except OSError as err:
         raise CorruptSourceError(f"{url}: not a readable HDF5 file ({err})", source=url) from err
     with f:
-        g = f[group] if group else f
-        if not isinstance(g, h5py.Group):
-            raise CorruptSourceError(f"{url}: {group!r} is not a group", source=url)
+        g = open_group(f, group, url)
         drop = set(drop_variables)
         cache: dict[str, dict[str, Any]] = {}
         dim_names = phony_dimension_names(f, cache)
         objects = _links(g, cache)
         variables: dict[str, VirtualVariable] = {}
+        skipped: list[dict[str, Any]] = []
+        lenient = on_unsupported == "drop"
         for name in g:
             if name in drop:
                 continue
             obj = objects.get(name)  # None: a dangling soft/external link
             if not isinstance(obj, h5py.Dataset) or _is_dimension_only(obj):
                 continue
+            # netCDF-C stores a variable that shares a dimension's name without being its
+            # coordinate under this prefix; netCDF4 shows it by its real name
+            shown = name.removeprefix("_nc4_non_coord_")
+            bad_attrs: dict[str, str] = {}
             try:
                 var = _variable(
                     obj, name, dim_names[str(obj.name)],
                     subchunk_bytes=subchunk_bytes,
                     inline_bytes=inline_bytes,
                     inline_limit_bytes=inline_limit_bytes,
-                    strict_attrs=on_unsupported != "drop",
+                    strict_attrs=not lenient,
+                    skipped_attrs=bad_attrs,
                 )
             except UnreadableAttribute as err:
                 var = str(err)
             if isinstance(var, str):
-                if on_unsupported == "drop":
+                if lenient:
+                    skipped.append({"variable": shown, "attribute": None, "reason": var})
                     continue
                 raise UnsupportedVariableError(
                     f"{url}: variable {name!r} cannot be virtualized: {var}",
                     variable=name,
                     source=url,
                 )
-            # netCDF-C stores a variable that shares a dimension's name without being its
-            # coordinate under this prefix; netCDF4 shows it by its real name
-            variables[name.removeprefix("_nc4_non_coord_")] = var.with_(
-                name=name.removeprefix("_nc4_non_coord_"))
+            skipped.extend({"variable": shown, "attribute": a, "reason": r}
+                           for a, r in bad_attrs.items())
+            variables[shown] = var.with_(name=shown)
+        bad_attrs = {}
         try:
-            attrs = extract_attrs(g, strict=on_unsupported != "drop")
+            attrs = extract_attrs(g, strict=not lenient, skipped=bad_attrs)
         except UnreadableAttribute as err:
             raise UnsupportedVariableError(f"{url}: group {g.name!r}: {err}",
                                            source=url) from err
-    return VirtualDataset(variables=variables, attrs=attrs, sources=[url])
+        skipped.extend({"variable": None, "attribute": a, "reason": r}
+                       for a, r in bad_attrs.items())
+    return VirtualDataset(variables=variables, attrs=attrs, sources=[url], skipped=skipped)
 
 
 #: what the virtualizer does with a variable
@@ -600,8 +640,11 @@ def plan_variable(
     inline_bytes: int,
     inline_limit_bytes: int,
     strict_attrs: bool = True,
+    skipped_attrs: dict[str, str] | None = None,
 ) -> VariablePlan:
-    """The virtualizer's decision for one h5py dataset (mirrors ``hdf5._variable``)."""
+    """The virtualizer's decision for one h5py dataset (mirrors ``hdf5._variable``).
+    Not ``strict_attrs``, attributes that cannot be kept are left out, their reasons in
+    ``skipped_attrs``."""
     shape = tuple(int(s) for s in dset.shape)
     dcpl = dset.id.get_create_plist()
     layout = _LAYOUTS.get(dcpl.get_layout(), "unknown")
@@ -610,7 +653,7 @@ def plan_variable(
         return VariablePlan(REFUSE, layout, None, shape, 0, why_not,
                             message=why_not or "unsupported type")
     try:
-        attrs = extract_attrs(dset, strict=strict_attrs)
+        attrs = extract_attrs(dset, strict=strict_attrs, skipped=skipped_attrs)
     except UnreadableAttribute as err:
         return VariablePlan(REFUSE, layout, dtype, shape, 0, str(err), message=str(err))
     try:
@@ -680,11 +723,12 @@ def _variable(
     inline_bytes: int,
     inline_limit_bytes: int,
     strict_attrs: bool = True,
+    skipped_attrs: dict[str, str] | None = None,
 ) -> VirtualVariable | str:
     """The virtual variable, or the reason it can be neither referenced nor inlined."""
     plan = plan_variable(dset, name, dims, subchunk_bytes=subchunk_bytes,
                          inline_bytes=inline_bytes, inline_limit_bytes=inline_limit_bytes,
-                         strict_attrs=strict_attrs)
+                         strict_attrs=strict_attrs, skipped_attrs=skipped_attrs)
     if plan.action == REFUSE:
         return plan.message or "unsupported"
     assert plan.dtype is not None and plan.chunks is not None

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from zarrport import storage
-from zarrport.errors import NeedsMigrationError, StorageError
-from zarrport.virtual.model import MISSING, VirtualDataset, VirtualVariable
+from zarrport.errors import NeedsMigrationError, StorageError, UnsupportedVariableError
+from zarrport.virtual.model import MISSING, VirtualDataset, VirtualVariable, exact_fill
 from zarrport.virtual.read import ByteFetcher, read_region
 
 #: metadata key of the commit that records sources and their stats
@@ -79,9 +79,7 @@ def _codecs_v3(var: VirtualVariable) -> tuple[Any, list[Any]]:
 def _fill_value(var: VirtualVariable) -> Any:
     if var.dtype.kind == "O":
         return ""
-    if var.fill_value is None:
-        return None
-    return var.fill_value
+    return exact_fill(var.fill_value, var.dtype)
 
 
 def _mtime(stat: dict[str, Any]) -> dt.datetime | None:
@@ -106,13 +104,57 @@ def quiet_icechunk() -> None:
 
 
 def v3_attrs(var: VirtualVariable) -> dict[str, Any]:
-    """Attributes for a Zarr v3 array: xarray reads ``_FillValue`` there in its own
-    encoding (base64 of a float64 for floats), so it is written that way."""
+    """Attributes for a Zarr v3 array, so that xarray's Zarr engine decodes them as it
+    decodes the netCDF file's.
+
+    xarray reads a v3 ``_FillValue`` in its own encoding (``FillValueCoder``: base64 of a
+    float64 for floats, an integer for integers), so it is written that way; other
+    non-finite floats must be strings in v3's strict JSON, which xarray does not decode.
+    What those encodings cannot hold is rewritten to what decodes the same, or refused
+    (xarray 2026.9.0, ``_check_fill_values``):
+
+    - a NaN ``_FillValue``/``missing_value`` on an integer variable is left out: xarray
+      drops it when decoding ("non-conforming ... dropping");
+    - a fractional ``_FillValue`` on an integer variable masks like a ``missing_value``
+      and is written as one; an out-of-range one stays an integer;
+    - a NaN ``missing_value`` on a float variable masks NaN with NaN and is left out; an
+      infinite one becomes the ``_FillValue`` when there is none;
+    - an infinite ``_FillValue``/``missing_value`` on an integer variable, or an infinite
+      ``missing_value`` beside a ``_FillValue``, has no v3 form: the variable is refused.
+    """
     from xarray.backends.zarr import FillValueCoder
 
-    attrs = strict_json(dict(var.attrs))
-    fill = var.attrs.get("_FillValue")
-    if fill is not None and var.dtype.kind in "biuf":
+    src = dict(var.attrs)
+    kind = var.dtype.kind
+    if kind in "iuf" and src.get("missing_value") is not None:
+        values = np.ravel(np.asarray(src["missing_value"], dtype="f8"))
+        if not np.isfinite(values).all():
+            finite = [float(v) for v in values if np.isfinite(v)]
+            infinite = [float(v) for v in values if np.isinf(v)]
+            if infinite and (kind in "iu" or "_FillValue" in src or len(infinite) > 1
+                             or finite):
+                _refuse_v3(var, "missing_value", src["missing_value"])
+            if infinite:
+                src.pop("missing_value")
+                src["_FillValue"] = infinite[0]
+            elif finite:
+                src["missing_value"] = finite if len(finite) > 1 else finite[0]
+            else:
+                src.pop("missing_value")
+    fill = src.get("_FillValue")
+    if fill is not None and kind in "iu" and exact_fill(fill, var.dtype) is None:
+        value = float(np.ravel(np.asarray(fill, dtype="f8"))[0])
+        src.pop("_FillValue")
+        if math.isinf(value):
+            _refuse_v3(var, "_FillValue", fill)
+        elif math.isfinite(value) and value != int(value):
+            extra = list(np.ravel(src["missing_value"])) if "missing_value" in src else []
+            src["missing_value"] = [*extra, value] if extra else value
+        elif math.isfinite(value):
+            src["_FillValue"] = int(value)  # out of range: decodes as in netCDF
+    attrs = strict_json(src)
+    fill = src.get("_FillValue")
+    if fill is not None and kind in "biuf":
         attrs["_FillValue"] = FillValueCoder.encode(fill, var.dtype)
     elif fill is not None:
         # xarray cannot decode a v3 _FillValue of a byte-string dtype (it raises
@@ -120,6 +162,14 @@ def v3_attrs(var: VirtualVariable) -> dict[str, Any]:
         # netCDF char fill values mask nothing xarray decodes
         attrs.pop("_FillValue")
     return attrs
+
+
+def _refuse_v3(var: VirtualVariable, attr: str, value: Any) -> None:
+    raise UnsupportedVariableError(
+        f"variable {var.name!r}: {attr} {value!r} on a {var.dtype} variable has no Zarr v3 "
+        "form that xarray decodes as it decodes the netCDF file; write kerchunk "
+        "(--format json or parquet), or leave the variable out (--drop VAR)",
+        variable=var.name)
 
 
 def strict_json(value: Any) -> Any:

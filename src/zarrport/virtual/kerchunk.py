@@ -19,7 +19,7 @@ import numpy as np
 import ujson
 
 from zarrport.errors import MisalignedChunksError, UnsupportedVariableError
-from zarrport.virtual.model import MISSING, VirtualDataset, VirtualVariable
+from zarrport.virtual.model import MISSING, VirtualDataset, VirtualVariable, exact_fill
 
 
 def _json_value(value: Any) -> Any:
@@ -84,13 +84,14 @@ def _v2_serializer(name: str, var: VirtualVariable) -> dict[str, Any]:
 
 
 def _cf_fill(var: VirtualVariable) -> Any:
-    """What xarray will take as the mask value: the CF _FillValue attribute, if any."""
+    """The ``.zarray`` fill_value: the CF _FillValue attribute when it is exactly one value
+    of the variable's type (xarray's Zarr engine then masks with it, as netCDF does); else
+    null, and xarray masks with the ``_FillValue`` attribute as written, as it does for the
+    netCDF file (:func:`~zarrport.virtual.model.exact_fill`)."""
     fill = var.attrs.get("_FillValue")
-    if fill is None:
-        return None
-    if var.dtype.kind == "S" and isinstance(fill, str):
-        return fill.encode()
-    return fill
+    if fill is None or var.dtype.kind == "O":
+        return fill
+    return exact_fill(fill, var.dtype)
 
 
 def _key(idx: tuple[int, ...]) -> str:

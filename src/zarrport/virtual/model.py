@@ -117,6 +117,9 @@ class VirtualDataset:
     sources: list[str]
     #: per source: size / mtime / etag when the references were made (see storage.SourceStat)
     source_stats: list[dict[str, Any]] = field(default_factory=list)
+    #: what ``on_unsupported="drop"`` (--skip-unsupported) left out, one entry per variable
+    #: or attribute: {"variable": name or None (global), "attribute": name or None, "reason"}
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -141,4 +144,48 @@ class VirtualDataset:
             "referenced_bytes": referenced,
             "inlined_variables": inline,
             "native_chunks": native,
+            # models pickled (batch ledger) before ``skipped`` existed have no such attribute
+            "skipped": list(getattr(self, "skipped", [])),
         }
+
+
+def exact_fill(value: Any, dtype: np.dtype) -> Any:
+    """``value`` as one value of ``dtype`` when it is exactly one, else None.
+
+    Files written by other tools carry ``_FillValue`` of another type or width than their
+    variable (NaN or 2.5 on an integer, 1000 on a byte, a double on a float, a number on a
+    char). Such a value must never become a Zarr ``fill_value``, which zarr-python (rightly)
+    refuses to parse; where it is not exact, the caller leaves the Zarr fill value to its
+    default and keeps the attribute for xarray's CF decoding, which then decides as it does
+    for the netCDF file.
+    """
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            return None
+        value = value.reshape(()).item()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    kind = dtype.kind
+    if kind == "S":
+        if isinstance(value, str):
+            try:
+                value = value.encode("ascii")
+            except UnicodeEncodeError:
+                return None
+        return value if isinstance(value, bytes) and len(value) <= dtype.itemsize else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return bool(value) if kind == "b" and isinstance(value, bool) else None
+    if kind in "iu":
+        if not math.isfinite(value) or value != int(value):
+            return None
+        info = np.iinfo(dtype)
+        return int(value) if info.min <= int(value) <= info.max else None
+    if kind == "f":
+        if math.isnan(value):
+            return float("nan")
+        with np.errstate(over="ignore"):
+            cast = dtype.type(value)
+        return float(cast) if float(cast) == value else None
+    return None

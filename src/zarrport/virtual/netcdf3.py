@@ -19,7 +19,7 @@ import numpy as np
 
 from zarrport.errors import CorruptSourceError
 from zarrport.virtual.hdf5 import contiguous_refs, subchunk_shape
-from zarrport.virtual.model import ChunkRefs, VirtualDataset, VirtualVariable
+from zarrport.virtual.model import ChunkRefs, VirtualDataset, VirtualVariable, exact_fill
 
 _TYPES = {
     1: np.dtype("i1"),
@@ -199,7 +199,11 @@ def parse_netcdf3(
         shape = tuple(numrecs if (i == 0 and is_record) else dims[d][1]
                       for i, d in enumerate(dimids))
         dim_names = tuple(dims[d][0] for d in dimids)
-        fill = vattrs.get("_FillValue", _DEFAULT_FILL[nc_type])
+        # the value of never-written data; a _FillValue of another type than the variable
+        # (NaN on an integer, written by some tools) is not one, the default is
+        fill = exact_fill(vattrs.get("_FillValue"), dtype)
+        if fill is None:
+            fill = _DEFAULT_FILL[nc_type]
         if nc_type == 2:
             fill = fill.encode() if isinstance(fill, str) else fill
         inner = math.prod(shape[1:]) * dtype.itemsize if is_record else 0

@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 from zarrport import storage
 from zarrport.errors import (
     CorruptSourceError,
+    InvalidArgumentError,
     StorageError,
     UnrecognizedFormatError,
     ZarrportError,
@@ -35,6 +36,28 @@ class ParseOptions:
 
 #: how far into a file the first GRIB message may start (WMO bulletin headers before it)
 GRIB_HEAD = 1024
+
+#: smallest ``subchunk_mb`` accepted (10 KiB): below it a contiguous variable becomes so many
+#: byte ranges that the references outgrow the data they point to (each reference costs
+#: ~50-100 bytes in JSON) and every read turns into thousands of requests
+MIN_SUBCHUNK_MB = 0.01
+
+
+def check_sizes(subchunk_mb: float, inline_limit_mb: float) -> None:
+    """Refuse sub-chunk / inline-limit sizes that cannot be used (not a finite number, a
+    sub-chunk below :data:`MIN_SUBCHUNK_MB`, a negative inline limit)."""
+    import math
+
+    def number(x: Any) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+    if not number(subchunk_mb) or subchunk_mb < MIN_SUBCHUNK_MB:
+        raise InvalidArgumentError(
+            f"--subchunk-mb must be a finite number of at least {MIN_SUBCHUNK_MB} (MB), "
+            f"not {subchunk_mb!r}")
+    if not number(inline_limit_mb) or inline_limit_mb < 0:
+        raise InvalidArgumentError(
+            f"--inline-limit-mb must be a finite number >= 0 (MB), not {inline_limit_mb!r}")
 
 
 def sniff(head: bytes) -> str:
@@ -177,6 +200,11 @@ def parse_source(
                 on_unsupported=options.on_unsupported,
             )
         else:
+            if options.group not in (None, "", "/"):
+                raise InvalidArgumentError(
+                    f"{url}: NetCDF-3 files have no groups (got group={options.group!r})",
+                    source=url,
+                )
             vds = parse_netcdf3(
                 f,
                 url,
