@@ -3,8 +3,8 @@
 The kind is detected from the content, not the name: kerchunk JSON (a JSON object with
 ``refs``/``version``), kerchunk Parquet (a directory whose ``.zmetadata`` has
 ``record_size``), an Icechunk repository (``repo``/``refs``/``snapshots`` entries), a Zarr
-v2/v3 store (``.zgroup``/``.zmetadata``/``zarr.json``), NetCDF-4/HDF5 and NetCDF-3 files
-(magic bytes), and a ``zarrport batch`` output (its ``zarrport-batch.json`` manifest, see
+v2/v3 store (``.zgroup``/``.zmetadata``/``zarr.json``), NetCDF-4/HDF5, NetCDF-3 and GRIB
+files (magic bytes), and a ``zarrport batch`` output (its ``zarrport-batch.json`` manifest, see
 :mod:`zarrport.pipeline.output`), which opens as one of its collections.
 
 Icechunk repositories open at any version: a branch, a tag, a snapshot id, or the last
@@ -29,7 +29,7 @@ from zarrport.errors import (
 from zarrport.virtual.parse import sniff
 
 KINDS = ("kerchunk-json", "kerchunk-parquet", "icechunk", "zarr", "netcdf4", "netcdf3",
-         "batch")
+         "batch", "grib")
 
 
 def detect(url: str, storage_options: dict | None = None) -> str:
@@ -74,8 +74,8 @@ def detect(url: str, storage_options: dict | None = None) -> str:
     kind = sniff(head)
     if kind == "hdf5":
         return "netcdf4"
-    if kind == "netcdf3":
-        return "netcdf3"
+    if kind in ("netcdf3", "grib"):
+        return kind
     if head.lstrip()[:1] == b"{":
         # kerchunk writes "version"/"refs" (or v0 metadata keys) first: no need to parse
         # megabytes of references just to recognise them
@@ -173,6 +173,8 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
 
             ds = derive(ds)
         return ds
+    if kind == "grib":
+        return _open_grib(url, storage_options, **xarray_kwargs)
     if kind == "zarr":
         fs_opts = None if url.startswith("file://") else storage.filesystem_options(
             url, storage_options)
@@ -190,6 +192,15 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
     return xr.open_dataset(fs.open(path, "rb"), engine=engine, **xarray_kwargs)
 
 
+def _open_grib(url: str, storage_options: dict | None, **xarray_kwargs: Any) -> xr.Dataset:
+    """A plain GRIB file, scanned by :class:`~zarrport.grib.scan.GribParser` (headers only)
+    and opened from its ``ManifestStore``: values are decoded on access, one message per
+    chunk, by the ``zarrport.grib`` codec (ecCodes, or gribberish where it is exact)."""
+    from zarrport.grib.scan import GribParser
+
+    store = GribParser()(url, storage.object_store_registry([url], storage_options))
+    return xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=3,
+                           **xarray_kwargs)
 def open_references_standard(url: str, kind: str | None, storage_options: dict | None,
                              **xarray_kwargs: Any) -> xr.Dataset:
     """kerchunk references through the standard path: fsspec's ReferenceFileSystem and

@@ -580,6 +580,11 @@ class ReferenceStore(AbstractDataStore):
         import zarr
         from zarr.core.buffer import cpu
 
+        if any(k.endswith(".zarray") and b'"zarrport.grib"' in v for k, v in meta.items()):
+            # GRIB messages: the numcodecs form of zarrport.grib, registered by its
+            # numcodecs.codecs entry point once installed; importing it registers it too (a
+            # checkout run from source has no entry points)
+            import zarrport.grib.numcodec  # noqa: F401
         self._mem = mem = zarr.storage.MemoryStore(
             {k: cpu.Buffer.from_bytes(v) for k, v in meta.items()
              if k.rpartition("/")[2] != ".zmetadata"})

@@ -204,6 +204,15 @@ def test_every_real_message_decodes_like_eccodes(path: Path) -> None:
             continue
         layout = m.grid.layout
         want = layout.apply(reference(m.handle))
+        if layout.alternate:
+            # every second row stored reversed: ecCodes' geo-iterator gives the values row
+            # by row (these grids scan +i +j, so no other reordering applies)
+            want = reference(m.handle)
+            want = want.reshape(layout.shape).copy()
+            want[1::2] = want[1::2, ::-1]
+            from zarrport.grib.grid import iterator_values
+
+            np.testing.assert_array_equal(want.ravel(), iterator_values(m.handle))
         for decoder in DECODERS:
             got = decode(m.message, layout, decoder)
             assert got.shape == layout.shape and got.dtype == np.float64
@@ -1058,6 +1067,24 @@ def test_bad_configuration_is_a_value_error() -> None:
         json.dumps(meta).encode())))
     with pytest.raises(ValueError, match="unknown GRIB decoder 'fast'"):
         zarr.open_array(store, path="t", mode="r")
+
+
+def test_message_field_and_alternate_in_the_configuration() -> None:
+    """Both are written only where used, so every other store's metadata is unchanged;
+    a bad message_field is a ValueError."""
+    layout = {"rows": 2, "cols": 3}
+    assert "alternate" not in Layout(2, 3).to_config()
+    assert Layout(2, 3, alternate=True).to_config()["alternate"] is True
+    plain = GribCodec.from_dict({"name": "zarrport.grib", "configuration": {"layout": layout}})
+    assert "message_field" not in plain.to_dict()["configuration"]
+    second = GribCodec.from_dict({"name": "zarrport.grib", "configuration": {
+        "layout": {**layout, "alternate": True}, "message_field": 1}})
+    assert second.message_field == 1 and second.layout.alternate
+    assert GribCodec.from_dict(second.to_dict()) == second
+    for bad in (-1, "1", True, 1.5):
+        with pytest.raises(ValueError, match="message_field"):
+            GribCodec.from_dict({"name": "zarrport.grib", "configuration": {
+                "layout": layout, "message_field": bad}})
 
 
 # ------------------------------------------------------------------------ entry point

@@ -329,26 +329,161 @@ def test_scan_terminates_on_damaged_headers():
     assert "ok" in outcomes and "CorruptSourceError" in outcomes
 
 
-def test_multi_field_message_is_refused(tmp_path):
-    """A GRIB2 message with two fields (sections 4-7 repeated): refused as unsupported."""
-    a, b = message(shortName="10u"), message(shortName="10v")
-    sa, sb = sections(a), sections(b)
-    body = b"".join(sa) + b"".join(s for s in sb if s[4] in (4, 5, 6, 7))
-    total = 16 + len(body) + 4
-    multi = a[:8] + total.to_bytes(8, "big") + body + b"7777"
-    h = eccodes.codes_new_from_message(multi)  # ecCodes itself reads the first field
-    eccodes.codes_release(h)
-    url = write(tmp_path / "multi.grib2", message(shortName="2t"), multi)
-    with pytest.raises(UnsupportedVariableError) as e:
-        build(url)
-    assert "multi-field message" in str(e.value) and "message 2" in str(e.value)
+def multi(*msgs: bytes) -> bytes:
+    """GRIB2 messages on one grid as one multi-field message (sections 4-7 repeated)."""
+    from zarrport.testing.grib_synthetic import multi_field_message
+
+    return multi_field_message(*msgs)
+
+
+def test_multi_field_messages_each_field_its_own_chunk(tmp_path):
+    """NCEP-style messages holding u and v: each field is a chunk (the message's byte
+    range, the field picked by the codec's message_field), exact through Icechunk and the
+    ManifestStore, and ecCodes (multi-field support on) agrees field by field."""
+    import zarrport
+    from zarrport.virtual.icechunk import write_icechunk
+
+    msgs = []
+    for s in (0, 6):
+        u = message(values=np.arange(NI * NJ) * 1.0 + s, shortName="10u", stepUnits=1,
+                    forecastTime=s)
+        v = message(values=np.arange(NI * NJ) * -1.0 - s, shortName="10v", stepUnits=1,
+                    forecastTime=s)
+        msgs.append(multi(u, v))
+    url = write(tmp_path / "uv.grib2", message(shortName="2t"), *msgs)
+    built = build(url)
+    var = built.dataset.variables["10v"]
+    assert var.serializer["configuration"]["message_field"] == 1
+    assert built.dataset.variables["10u"].serializer["configuration"]["message_field"] == 0
+    assert "message_field" not in built.dataset.variables["2t"].serializer["configuration"]
+    repo = str(tmp_path / "uv.icechunk")
+    write_icechunk(built.dataset, repo, message="test", provenance={})
+    want = {}
+    eccodes.codes_grib_multi_support_on()
+    try:
+        with open(tmp_path / "uv.grib2", "rb") as f:
+            while (h := eccodes.codes_grib_new_from_file(f)) is not None:
+                key = (eccodes.codes_get(h, "shortName"), eccodes.codes_get(h, "endStep"))
+                want[key] = eccodes.codes_get_values(h).reshape(NJ, NI)[::-1]
+                eccodes.codes_release(h)
+    finally:
+        eccodes.codes_grib_multi_support_off()
+    assert len(want) == 5
+    for ds in (zarrport.open_dataset(repo), open_store(url)):
+        for name in ("10u", "10v"):
+            for k, step in enumerate((0, 6)):
+                np.testing.assert_array_equal(ds[name].isel(step=k).values,
+                                              want[(name, step)].astype(np.float32))
+
+
+def test_multi_field_previously_defined_bitmap(tmp_path):
+    """A field whose section 6 says "the bitmap defined before applies" (254) is read with
+    the earlier field's bitmap."""
+    from zarrport.grib.codec import grib2_field
+
+    vals = np.arange(NI * NJ) * 1.0
+    vals[::3] = 9999.0
+    a = message(values=vals, shortName="10u", bitmapPresent=1, missingValue=9999.0)
+    b = message(values=np.where(vals == 9999.0, vals, vals + 1), shortName="10v",
+                bitmapPresent=1, missingValue=9999.0)
+    both = multi(a, b)
+    secs = sections(both)
+    sixes = [i for i, s_ in enumerate(secs) if s_[4] == 6]
+    assert len(sixes) == 2 and secs[sixes[0]] == secs[sixes[1]]
+    secs[sixes[1]] = (6).to_bytes(4, "big") + bytes([6, 254])
+    body = b"".join(secs)
+    msg = both[:8] + (16 + len(body) + 4).to_bytes(8, "big") + body + b"7777"
+    url = write(tmp_path / "bm.grib2", msg)
+    ds = open_store(url)
+    want = eccodes_values(grib2_field(msg, 1))[::-1].astype(np.float32)
+    assert np.isnan(want).sum() == len(vals[::3])
+    np.testing.assert_array_equal(ds["10v"].values, want)
+
+
+def test_a_field_that_is_not_there_is_corrupt():
+    from zarrport.grib.codec import grib2_field
+
+    both = multi(message(shortName="10u"), message(shortName="10v"))
+    with pytest.raises(CorruptSourceError, match="2 field"):
+        grib2_field(both, 2)
+    lone = bytearray(message(shortName="10u"))
+    secs = sections(bytes(lone))
+    six = next(s_ for s_ in secs if s_[4] == 6)
+    assert b"".join(secs).count(six) == 1
+    with pytest.raises(CorruptSourceError, match="previously defined bitmap"):
+        body = b"".join((6).to_bytes(4, "big") + bytes([6, 254]) if s_[4] == 6 else s_
+                        for s_ in secs)
+        grib2_field(bytes(lone[:8]) + (16 + len(body) + 4).to_bytes(8, "big") + body
+                    + b"7777", 0)
 
 
 def test_unsupported_grids(tmp_path):
-    with pytest.raises(UnsupportedVariableError, match=r"message 1 .*reduced_gg"):
-        build(write(tmp_path / "gg.grib2", message("reduced_gg_pl_32_grib2")))
     with pytest.raises(UnsupportedVariableError, match="spherical harmonics"):
         build(write(tmp_path / "sh.grib2", message("sh_ml_grib2")))
+    # ecCodes ignores alternative row scanning on regular grids: refused, not guessed
+    with pytest.raises(UnsupportedVariableError,
+                       match=r"message 1 .*regular_ll with alternative row scanning"):
+        build(write(tmp_path / "ars.grib2", message(alternativeRowScanning=1)))
+
+
+@pytest.mark.parametrize("sample", ["reduced_gg_pl_32_grib2", "reduced_gg_pl_32_grib1",
+                                    "reduced_ll_sfc_grib2", "reduced_rotated_gg_sfc_grib2"])
+def test_reduced_grids_are_one_values_dimension(tmp_path, sample):
+    """Rows of different lengths: one ``values`` dimension in the message's order, with
+    ecCodes' latitude/longitude of each point as coordinates (cfgrib's layout); the same
+    through Icechunk and the ManifestStore; the codec decodes with ecCodes."""
+    import zarrport
+    from zarrport.virtual.icechunk import write_icechunk
+
+    h = eccodes.codes_grib_new_from_samples(sample)
+    n = eccodes.codes_get(h, "numberOfDataPoints")
+    eccodes.codes_release(h)
+    values = 250.0 + (np.arange(n) % 97) * 0.5
+    msgs = [message(sample, values=values, stepUnits=1, endStep=s) if "grib1" not in sample
+            else message(sample, values=values + s, stepUnits=1, P1=s) for s in (0, 6)]
+    url = write(tmp_path / "r.grib", *msgs)
+    built = build(url)
+    name = next(n for n, v in built.dataset.variables.items() if v.refs is not None)
+    var = built.dataset.variables[name]
+    assert var.dims == ("step", "values") and var.shape == (2, n)
+    assert var.serializer["configuration"]["decoder"] == "eccodes"
+    repo = str(tmp_path / "r.icechunk")
+    write_icechunk(built.dataset, repo, message="test", provenance={})
+    ms = open_store(url)
+    for ds in (zarrport.open_dataset(repo), ms):
+        assert ds[name].dims == ("step", "values")
+        assert set(ds[name].coords) >= {"latitude", "longitude", "step"}
+        for k, msg in enumerate(msgs):
+            h = eccodes.codes_new_from_message(msg)
+            lat = eccodes.codes_get_array(h, "latitudes")
+            lon = (eccodes.codes_get_array(h, "longitudes") + 180) % 360 - 180
+            want = eccodes.codes_get_values(h).astype(np.float32)
+            eccodes.codes_release(h)
+            np.testing.assert_array_equal(ds.latitude.values, lat)
+            np.testing.assert_array_equal(ds.longitude.values, lon)
+            np.testing.assert_array_equal(ds[name].isel(step=k).values, want)
+
+
+@pytest.mark.skipif(not (REAL / "pygrib_dspr.temp.bin").exists(), reason="no real data")
+def test_alternative_row_scanning_is_put_in_order():
+    """NDFD Mercator, every second row stored east to west: each value lands on the point
+    ecCodes' geo-iterator gives it (not where codes_get_values' order would put it)."""
+    from zarrport.grib.grid import iterator_points
+
+    url = storage.normalize_url(str(REAL / "pygrib_dspr.temp.bin"))
+    ds = open_store(url)
+    with open(REAL / "pygrib_dspr.temp.bin", "rb") as f:
+        h = eccodes.codes_grib_new_from_file(f)
+        lat, lon, values = iterator_points(h)
+        ni, nj = eccodes.codes_get(h, "Ni"), eccodes.codes_get(h, "Nj")
+        stored = eccodes.codes_get_values(h)
+        eccodes.codes_release(h)
+    name = next(iter(ds.data_vars))
+    got = ds[name].isel({d: 0 for d in ds[name].dims if d not in ("y", "x")}).values
+    np.testing.assert_array_equal(ds.latitude.values.ravel(), lat)
+    np.testing.assert_array_equal(ds.longitude.values.ravel(), (lon + 180) % 360 - 180)
+    np.testing.assert_array_equal(got.ravel(), values.astype(np.float32))
+    assert not np.array_equal(stored.reshape(nj, ni)[1], values.reshape(nj, ni)[1])
 
 
 def test_duplicate_fields_are_refused_naming_both(tmp_path):
@@ -367,7 +502,7 @@ def test_duplicate_fields_are_refused_naming_both(tmp_path):
 def test_filter_by_keys(tmp_path):
     """filter_by_keys picks messages; messages left out are not even checked for grids."""
     url = write(tmp_path / "f.grib2", message(shortName="2t"),
-                message("reduced_gg_pl_32_grib2", shortName="msl"))
+                message("sh_ml_grib2", shortName="msl"))
     with pytest.raises(UnsupportedVariableError):
         build(url)
     vds = build(url, filter_by_keys={"shortName": ["2t", "10u"]}).dataset

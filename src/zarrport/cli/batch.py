@@ -38,7 +38,8 @@ def batch_options(f: Any) -> Any:
                      "for remote outputs."),
         click.option("--include", multiple=True, metavar="GLOB",
                      help="File names a prefix listing takes (repeatable; default *.nc, *.nc4, "
-                     "*.h5, *.hdf5, *.he5, *.cdf, *.netcdf)."),
+                     "*.h5, *.hdf5, *.he5, *.cdf, *.netcdf, *.grib, *.grib1, *.grib2, *.grb, "
+                     "*.grb2)."),
         click.option("--retries", type=int, default=4, show_default=True,
                      help="Attempts after a transient storage error, per file, with "
                      "exponential backoff."),

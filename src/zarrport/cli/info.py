@@ -76,8 +76,9 @@ def _commit_line(commit: dict | None) -> str:
 def info_command(url: str, collection: str | None, branch: str | None, tag: str | None,
                  snapshot: str | None, as_of: str | None, storage_options: tuple[str, ...],
                  as_json: bool) -> None:
-    """Open URL (references, Icechunk, Zarr, NetCDF or a batch output -- detected from the
-    content) and describe the dataset.
+    """Open URL (references, Icechunk, Zarr, NetCDF, GRIB or a batch output -- detected
+    from the content) and describe the dataset. A GRIB file is scanned (headers only) and
+    opened lazily: one message per chunk, decoded when read.
 
     An Icechunk repository is read at the tip of main, or at --branch, --tag, --snapshot or
     --as-of (the last commit at or before a time; combines with --branch). A batch output
@@ -87,6 +88,7 @@ def info_command(url: str, collection: str | None, branch: str | None, tag: str 
     \b
     Examples:
       zarrport info tas.icechunk
+      zarrport info data/era5_t2m.grib2
       zarrport info gefs.icechunk --tag cycle-2025010106
       zarrport info tas.icechunk --as-of 2025-01-01T06:00:00Z
       zarrport info batch-out --collection tas_day_CanESM5_ssp245_r1i1p1f1_gn

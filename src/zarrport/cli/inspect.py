@@ -24,10 +24,12 @@ def inspect_command(source: str, as_json: bool, group: str | None,
                     inline_limit_mb: float) -> None:
     """Pre-flight check: what virtualize will do with each variable of SOURCE.
 
-    SOURCE is one NetCDF-4/HDF5 or NetCDF-3 file: a local path or an s3://, gs://, az://,
-    http(s):// URL. One line per variable: name, shape, dtype, storage layout, chunk shape,
-    MB per chunk (uncompressed), allocated/total chunks, HDF5 filters (a trailing ! marks a
-    filter with no Zarr codec) and the verdict:
+    SOURCE is one NetCDF-4/HDF5, NetCDF-3 or GRIB file (recognised by its bytes): a local
+    path or an s3://, gs://, az://, http(s):// URL. For GRIB the header also gives the
+    message count and each grid, and --json lists every message. One line per variable:
+    name, shape, dtype, storage layout, chunk shape, MB per chunk (uncompressed),
+    allocated/total chunks, HDF5 filters or GRIB packing (a trailing ! marks a filter with
+    no Zarr codec) and the verdict:
 
     \b
       virtualize              chunks referenced in place
@@ -38,14 +40,16 @@ def inspect_command(source: str, as_json: bool, group: str | None,
 
     Then the chunking warnings (contiguous data; single-pixel spatial chunks; spatial
     chunks over 1000; more than 1000 chunks under 64 KiB), the reason for every verdict and
-    a summary. Exits 0 whenever the file could be inspected, whatever the verdicts; bad
-    input (missing, empty, not NetCDF/HDF5, truncated) exits non-zero with one line on
-    stderr.
+    a summary. Exits 0 whenever the file could be inspected, whatever the verdicts (a GRIB
+    file zarrport refuses, e.g. a spectral field, is the file problem of a convert
+    verdict); bad input (missing, empty, not NetCDF/HDF5/GRIB, truncated) exits non-zero
+    with one line on stderr.
 
     \b
     Examples:
       zarrport inspect data/tas_day_2015.nc
       zarrport inspect data/tas_day_2015.nc --json | jq .summary
+      zarrport inspect data/era5_t2m.grib2 --json | jq .grib.grids
       zarrport inspect s3://bucket/tas.nc --storage-option anon=true
     """
     from zarrport.inspect import inspect_source, render_text

@@ -50,6 +50,12 @@ def virtualize_command(sources: tuple[str, ...], output: str, fmt: str | None,
       zarrport virtualize 'data/tas_day_*.nc' -o tas.icechunk --concat-dim time
       zarrport virtualize s3://bucket/tas_*.nc -o s3://bucket/refs/tas.parquet \\
           --concat-dim time --storage-option anon=true
+      zarrport virtualize era5_t2m.grib2 -o t2m.icechunk
+
+    SOURCES are NetCDF-4/HDF5, NetCDF-3 or GRIB files (recognised by their bytes). GRIB
+    files are referenced one chunk per message, decoded by the zarrport.grib codec (in
+    kerchunk references: its numcodecs form, the arrays' compressor); several combine
+    along --concat-dim time (their reference time), step, member or level.
 
     A combine whose chunks do not line up with the file boundaries is written natively for
     the straddling chunks with Icechunk, and refused with kerchunk formats.

@@ -56,6 +56,8 @@ class Field:
     window_start: np.timedelta64 | None = None
     dtype: str = "float32"
     attrs: dict[str, Any] = field(default_factory=dict)
+    #: multi-field GRIB2 message: the field's number in it (0-based); None otherwise
+    message_field: int | None = None
 
     def coord(self, dim: str) -> Any:
         return getattr(self, dim)
@@ -116,10 +118,13 @@ def coordinate_variables(values: dict[str, list[Any]], level_type: str | None,
 def grid_variables(grid: Grid, suffix: str = "") -> dict[str, VirtualVariable]:
     """Inlined latitude/longitude of a grid (1-D for regular grids, 2-D otherwise)."""
     out = {}
-    lat_dims = (grid.dims[0] + suffix,) if grid.latitude.ndim == 1 else tuple(
-        d + suffix for d in grid.dims)
-    lon_dims = (grid.dims[1] + suffix,) if grid.longitude.ndim == 1 else tuple(
-        d + suffix for d in grid.dims)
+    if len(grid.dims) == 1:  # reduced grid: both along its points
+        lat_dims = lon_dims = (grid.dims[0] + suffix,)
+    else:
+        lat_dims = (grid.dims[0] + suffix,) if grid.latitude.ndim == 1 else tuple(
+            d + suffix for d in grid.dims)
+        lon_dims = (grid.dims[1] + suffix,) if grid.longitude.ndim == 1 else tuple(
+            d + suffix for d in grid.dims)
     for name, data, dims, attrs in (
         ("latitude", grid.latitude, lat_dims,
          {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude"}),
@@ -132,9 +137,16 @@ def grid_variables(grid: Grid, suffix: str = "") -> dict[str, VirtualVariable]:
     return out
 
 
-def serializer(grid: Grid, what: str = "values") -> dict[str, Any]:
-    return {"name": CODEC_NAME, "configuration": {
-        "layout": grid.layout.to_config(), "field": what, "decoder": "auto"}}
+def serializer(grid: Grid, what: str = "values",
+               message_field: int | None = None) -> dict[str, Any]:
+    # reduced grids and alternative row scanning: ecCodes only (gribberish's handling of
+    # them is not checked)
+    special = len(grid.dims) == 1 or grid.layout.alternate
+    config: dict[str, Any] = {"layout": grid.layout.to_config(), "field": what,
+                              "decoder": "eccodes" if special else "auto"}
+    if message_field is not None:
+        config["message_field"] = message_field
+    return {"name": CODEC_NAME, "configuration": config}
 
 
 def build_dataset(fields: list[Field], grids: dict[str, Grid], *,
@@ -208,15 +220,22 @@ def build_dataset(fields: list[Field], grids: dict[str, Grid], *,
         grid = grids[first.grid]
         if any(fields[i].grid != first.grid for i in idx):
             raise IncompatibleSourcesError(f"variable {name!r} has fields on different grids")
+        positions = {fields[i].message_field for i in idx}
+        if len(positions) > 1:
+            raise IncompatibleSourcesError(
+                f"variable {name!r}: its fields sit at different positions of multi-field "
+                f"messages ({sorted(map(str, positions))}); one array reads one position")
         lead = tuple(len(dim_values[d]) for d in dims)
-        refs = ChunkRefs.empty(lead + (1, 1))
+        tail = (0,) * len(grid.dims)
+        refs = ChunkRefs.empty(lead + (1,) * len(grid.dims))
         seen: dict[tuple[int, ...], int] = {}
         for i in idx:
             f = fields[i]
             pos = tuple(index_of[d][_hashable(f.coord(d))] for d in dims)
             if pos in seen:
                 other = fields[seen[pos]]
-                if (other.url, other.offset) == (f.url, f.offset):
+                if (other.url, other.offset, other.message_field) == (
+                        f.url, f.offset, f.message_field):
                     continue
                 where = ", ".join(f"{d}={_show(f.coord(d))}" for d in dims) or "no dimensions"
                 raise IncompatibleSourcesError(
@@ -224,9 +243,9 @@ def build_dataset(fields: list[Field], grids: dict[str, Grid], *,
                     f"{_msg(other)} and {_msg(f)} differ in keys zarrport does not map to a "
                     "dimension")
             seen[pos] = i
-            refs.source[pos + (0, 0)] = source_index[f.url]
-            refs.offset[pos + (0, 0)] = f.offset
-            refs.length[pos + (0, 0)] = f.length
+            refs.source[pos + tail] = source_index[f.url]
+            refs.offset[pos + tail] = f.offset
+            refs.length[pos + tail] = f.length
         if len(seen) < int(np.prod(lead, dtype=np.int64)):
             for pos in np.ndindex(*lead):
                 if pos not in seen:
@@ -236,13 +255,13 @@ def build_dataset(fields: list[Field], grids: dict[str, Grid], *,
         dtype = np.dtype(first.dtype)
         vattrs = dict(first.attrs)
         gdims = tuple(d + suffix[first.grid] for d in grid.dims)
-        if grid.latitude.ndim == 2:
+        if grid.latitude.ndim == 2 or len(grid.dims) == 1:
             vattrs["coordinates"] = " ".join(
                 ("latitude" + suffix[first.grid], "longitude" + suffix[first.grid]))
         variables[name] = VirtualVariable(
             name=name, dims=tuple(dims) + gdims, shape=lead + grid.shape, dtype=dtype,
             chunks=(1,) * len(lead) + grid.shape, fill_value=np.nan, attrs=vattrs,
-            refs=refs, serializer=serializer(grid))
+            refs=refs, serializer=serializer(grid, message_field=first.message_field))
         starts = [fields[i].window_start for i in idx]
         if "step" in dims and any(s is not None for s in starts):
             variables.update(_window_start(name, idx, fields, dim_values["step"]))
@@ -253,7 +272,9 @@ def build_dataset(fields: list[Field], grids: dict[str, Grid], *,
         variables.update(grid_variables(grids[key], suffix[key]))
     # each coordinate value's carrier message (ManifestStore coordinates)
     carriers: dict[tuple[str, Any], int] = {}
-    for i, f in enumerate(fields):
+    # a message's first field first: ecCodes reads it from the whole message, so the codec
+    # needs no message_field to read its keys and coordinates
+    for i, f in sorted(enumerate(fields), key=lambda t: bool(t[1].message_field)):
         for dim in dim_values:
             carriers.setdefault((dim, _hashable(f.coord(dim))), i)
         carriers.setdefault(("grid", f.grid), i)
@@ -346,7 +367,8 @@ def to_manifest_store(built: Built, registry: Any) -> Any:
         paths = np.array([fields[i].url for i in idx], dtype=object)
         meta = create_v3_array_metadata(
             shape=var.shape, data_type=dtype, chunk_shape=(1,) * len(var.shape),
-            fill_value=None, codecs=[serializer(grid, codec_field)],
+            fill_value=None, codecs=[serializer(grid, codec_field,
+                                                _one_position(name, fields, idx))],
             attributes=_codec_attrs(var.attrs, dtype), dimension_names=var.dims)
         return ManifestArray(metadata=meta, chunkmanifest=manifest(
             paths.reshape(var.shape),
@@ -382,7 +404,8 @@ def to_manifest_store(built: Built, registry: Any) -> Any:
                 i = built.carriers[("grid", gkey)]
                 meta = create_v3_array_metadata(
                     shape=var.shape, data_type=np.dtype(np.float64), chunk_shape=var.shape,
-                    fill_value=None, codecs=[serializer(grid, base)], attributes=var.attrs,
+                    fill_value=None, codecs=[serializer(grid, base, _one_position(
+                        name, fields, [i]))], attributes=var.attrs,
                     dimension_names=var.dims)
                 one = (1,) * len(var.shape)
                 arrays[name] = ManifestArray(metadata=meta, chunkmanifest=manifest(
@@ -397,6 +420,17 @@ def to_manifest_store(built: Built, registry: Any) -> Any:
             owner = arrays[name.removesuffix("_window_start")]
             owner.metadata.attributes[f"GRIB_{name}"] = [int(v) for v in var.data]
     return ManifestStore(ManifestGroup(arrays=arrays, attributes=vds.attrs), registry=registry)
+
+
+def _one_position(name: str, fields: list[Field], idx: list[int]) -> int | None:
+    """The message_field the codec needs to read a coordinate from these carriers."""
+    positions = {fields[i].message_field or None for i in idx}
+    if len(positions) > 1:
+        raise IncompatibleSourcesError(
+            f"coordinate {name!r}: its values are only found in fields at different "
+            "positions of multi-field messages; a ManifestStore cannot read them (write "
+            "Icechunk, which stores coordinates)")
+    return next(iter(positions))
 
 
 def _decoded(name: str, var: VirtualVariable) -> list[Any]:

@@ -16,6 +16,9 @@ Configuration (all JSON, stored in the array metadata)::
   message), or ``key:<name>`` (one header key per chunk, e.g. ``key:endStep``).
 * ``layout``: :class:`zarrport.grib.grid.Layout` -- reshape, scanning flips and the
   longitude roll, identical for values and coordinates.
+* ``message_field`` (optional): the chunk is a multi-field GRIB2 message and the array
+  holds its field number ``message_field`` (0-based); that field is cut out as a message
+  of its own (:func:`grib2_field`) before decoding.
 * ``decoder``: ``auto`` picks, per packing (data representation template), field size and
   bitmap, the decoder ``bench/bench_grib_decode.py`` measured fastest *and* exact
   (:data:`FASTEST`, :data:`FASTEST_WITH_BITMAP`, :data:`GRIBBERISH_UP_TO`); ``eccodes`` or
@@ -143,6 +146,47 @@ def grib2_sections(message: bytes) -> dict[int, tuple[int, int]] | None:
         sections.setdefault(number, (pos, length))
         pos += length
     return sections if 5 in sections and 6 in sections and 7 in sections else None
+
+
+def grib2_field(message: bytes, k: int) -> bytes:
+    """Field ``k`` (0-based) of a multi-field GRIB2 message as a message of its own:
+    sections 0 and 1, the latest sections 2 and 3 before it, its sections 4, 5, 6 and 7,
+    ``7777``. A section 6 saying "the bitmap defined before applies" (indicator 254) is
+    replaced by the latest one that defines a bitmap (WMO GRIB2 regulation 92.9.3)."""
+    if len(message) < 20 or message[:4] != b"GRIB" or message[7] != 2:
+        raise CorruptSourceError("not a GRIB2 message: cannot take one of its fields")
+    n = _U64(message, 8)[0]
+    pos, end = 16, min(n, len(message)) - 4
+    latest: dict[int, bytes] = {}
+    defined_bitmap: bytes | None = None
+    count = -1
+    while pos + 5 <= end:
+        length, number = _U32(message, pos)[0], message[pos + 4]
+        if length < 5 or pos + length > end:
+            break
+        sec = bytes(message[pos:pos + length])
+        if number == 6 and length >= 6:
+            if sec[5] == 254:
+                if defined_bitmap is None:
+                    raise CorruptSourceError(
+                        f"GRIB2 field {count + 2} refers to a previously defined bitmap, "
+                        "but no earlier field defines one")
+                sec = defined_bitmap
+            elif sec[5] == 0:
+                defined_bitmap = sec
+        latest[number] = sec
+        if number == 7:
+            count += 1
+            if count == k:
+                missing = [x for x in (1, 3, 4, 5, 6) if x not in latest]
+                if missing:
+                    raise CorruptSourceError(
+                        f"GRIB2 field {k + 1} has no section(s) {missing} before its data")
+                body = b"".join(latest[x] for x in (1, 2, 3, 4, 5, 6, 7) if x in latest)
+                total = 16 + len(body) + 4
+                return bytes(message[:8]) + total.to_bytes(8, "big") + body + b"7777"
+        pos += length
+    raise CorruptSourceError(f"GRIB2 message has {count + 1} field(s), no field {k + 1}")
 
 
 def packing(message: bytes) -> Packing | None:
@@ -310,6 +354,9 @@ def arrange(values: np.ndarray, layout: Layout, dtype: Any = np.float64) -> np.n
         out = values.reshape(layout.cols, layout.rows).T
     else:
         out = values.reshape(layout.rows, layout.cols)
+    if layout.alternate:  # alternative row scanning: every second stored row reversed
+        out = out.copy()
+        out[1::2] = out[1::2, ::-1]
     if layout.flip_rows:
         out = out[::-1, :]
     if layout.flip_cols:
@@ -514,9 +561,12 @@ class GribCodec(ArrayBytesCodec):
     layout: Layout = Layout(1, 1)
     field: str = "values"
     decoder: str = "auto"
+    #: multi-field GRIB2 messages: which field (0-based) of the message this array holds
+    message_field: int | None = None
 
     def __init__(self, *, layout: Layout | dict[str, Any] | None = None,
-                 field: str = "values", decoder: str = "auto") -> None:
+                 field: str = "values", decoder: str = "auto",
+                 message_field: int | None = None) -> None:
         if isinstance(layout, dict):
             try:
                 layout = Layout(**layout)
@@ -529,6 +579,12 @@ class GribCodec(ArrayBytesCodec):
                 field.startswith("key:") and len(field) > 4)):
             raise ValueError(f"unknown GRIB codec field {field!r} (values, latitude, "
                              "longitude or key:<eccodes key>)")
+        if message_field is not None and (not isinstance(message_field, int)
+                                          or isinstance(message_field, bool)
+                                          or message_field < 0):
+            raise ValueError(f"GRIB codec message_field must be an integer >= 0, not "
+                             f"{message_field!r}")
+        object.__setattr__(self, "message_field", message_field)
         object.__setattr__(self, "layout", layout or Layout(1, 1))
         object.__setattr__(self, "field", field)
         object.__setattr__(self, "decoder", decoder)
@@ -536,25 +592,31 @@ class GribCodec(ArrayBytesCodec):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         config = dict(data.get("configuration") or {})
-        unknown = set(config) - {"layout", "field", "decoder"}
+        unknown = set(config) - {"layout", "field", "decoder", "message_field"}
         if unknown:
             raise ValueError(f"unknown GRIB codec configuration {sorted(unknown)}")
         return cls(**config)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": CODEC_NAME, "configuration": {
-            "layout": self.layout.to_config(), "field": self.field, "decoder": self.decoder}}
+        config = {"layout": self.layout.to_config(), "field": self.field,
+                  "decoder": self.decoder}
+        if self.message_field is not None:
+            config["message_field"] = self.message_field
+        return {"name": CODEC_NAME, "configuration": config}
 
     def evolve_from_array_spec(self, array_spec: ArraySpec) -> Self:
         return self
 
     def _decode_array(self, message: bytes, chunk_spec: ArraySpec) -> np.ndarray:
         dtype = chunk_spec.dtype.to_native_dtype()
+        if self.message_field is not None:  # one field of a multi-field message
+            message = grib2_field(message, self.message_field)
         if self.field == "values":
             out = decode(message, self.layout, self.decoder, dtype)
         elif self.field in ("latitude", "longitude"):
             out = coordinates(message, self.layout, self.field)
-            if len(chunk_spec.shape) == 1:  # 1-D coordinate of a regular grid
+            if len(chunk_spec.shape) == 1 and out.size != chunk_spec.shape[0]:
+                # 1-D coordinate of a regular grid (a reduced grid's are all its points)
                 out = out[:, 0] if self.field == "latitude" else out[0, :]
         else:
             out = np.asarray(read_key(message, self.field[4:]))

@@ -13,7 +13,7 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from zarrport.errors import SourceNotFoundError, StorageError
+from zarrport.errors import InvalidArgumentError, SourceNotFoundError, StorageError
 
 #: requests in flight at once against an object store
 CONCURRENCY = 64
@@ -59,6 +59,9 @@ class Fetcher:
                 names = os.listdir(path)
             except FileNotFoundError:
                 raise SourceNotFoundError(f"no such directory: {path}", source=prefix) from None
+            except NotADirectoryError:
+                raise InvalidArgumentError(f"{path.rstrip('/')} is a file, not a directory",
+                                           source=prefix) from None
             out = {}
             for name in names:
                 st = os.stat(path + name)

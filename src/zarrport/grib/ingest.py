@@ -90,6 +90,7 @@ def ingest_cycle(kind: str, cycle_url: str, repo_url: str, *,
     repo_url = storage.normalize_url(repo_url)
     parser = parser_for(kind, members=members, steps=steps, variables=variables,
                         params=params)
+    _refuse_single_file(kind, cycle_url, storage_options)
     registry = storage.object_store_registry([cycle_url], storage_options)
     built = parser.build(cycle_url, registry)
     check_messages(built, registry)
@@ -127,6 +128,22 @@ def ingest_cycle(kind: str, cycle_url: str, repo_url: str, *,
         repo.create_tag(tag, result.snapshot)
     result.seconds = round(time.perf_counter() - t0, 3)
     return result
+
+
+def _refuse_single_file(kind: str, cycle_url: str, options: dict | None) -> None:
+    """A GRIB file given where a cycle folder is expected: say so, and what to use."""
+    try:
+        fs, path = storage.filesystem(cycle_url, options)
+        is_file = bool(fs.isfile(path))
+    except Exception:  # noqa: BLE001 - unreachable or absent: the listing reports it
+        return
+    if is_file:
+        example = ("gefs.YYYYMMDD/HH" if kind == "gefs" else "YYYYMMDD/HHz/ifs/0p25/enfo")
+        raise InvalidArgumentError(
+            f"{cycle_url} is a file, not a forecast cycle folder: grib ingest {kind} takes "
+            f"a folder such as .../{example} holding the GRIB files and their indexes; to "
+            "reference one GRIB file use `zarrport virtualize FILE -o OUT.icechunk`",
+            source=cycle_url)
 
 
 def check_messages(built: Built, registry: Any) -> None:

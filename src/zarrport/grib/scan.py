@@ -12,8 +12,10 @@ How a file is read
    the walk always advances and terminates. Bytes between messages (WMO bulletin headers,
    padding) are skipped. Refused here, naming the file, the message number and its offset:
    a length past the end of the file (truncated), a message that does not end with
-   ``7777`` or whose sections overrun it (corrupt), an edition other than 1 or 2, and a
-   GRIB2 message holding several fields (``unsupported: multi-field message``).
+   ``7777`` or whose sections overrun it (corrupt), and an edition other than 1 or 2. A
+   GRIB2 message holding several fields (sections 4-7 repeated) is read field by field:
+   each is cut out as a message of its own (:func:`zarrport.grib.codec.grib2_field`), is
+   its own chunk (the message's byte range) and is picked by the codec's ``message_field``.
 2. **Read each message's header keys with ecCodes** (``codes_new_from_message``; no values
    are decoded): ``shortName``, ``typeOfLevel``, ``stepType``, ``level``, ``dataDate`` /
    ``dataTime``, ``number``, ``endStep`` / ``startStep`` (in minutes, so sub-hourly steps
@@ -49,9 +51,11 @@ Coordinates that do not vary within a variable are not dimensions; they are kept
 attributes ``GRIB_init_time`` (ISO), ``GRIB_member``, ``GRIB_step_minutes``, ``GRIB_level``
 and, for accumulations, ``GRIB_window_start_minutes``.
 
-Also refused (typed errors naming the file and messages): a grid that is not a rectangular
-array (reduced, spherical harmonics, HEALPix, unstructured, alternative row scanning --
-:func:`~zarrport.grib.grid.grid_from_handle`), a message ecCodes cannot read, two messages
+Reduced grids and HEALPix are one ``values`` dimension, alternative row scanning is put in
+order on the grids where ecCodes applies it (:mod:`zarrport.grib.grid`). Also refused
+(typed errors naming the file and messages): spherical harmonics, unstructured grids and
+alternative row scanning ecCodes ignores (:func:`~zarrport.grib.grid.grid_from_handle`),
+a message ecCodes cannot read, two messages
 of one variable at the same coordinates (the error names the keys that differ, e.g. two
 accumulation windows ending at one step: select with ``filter_by_keys``), and a variable
 whose messages mix an ensemble ``number`` with none (ECMWF GRIB1 always has one).
@@ -106,6 +110,8 @@ class Located:
     offset: int
     length: int
     edition: int
+    #: fields in the message (GRIB2 multi-field messages: more than one)
+    fields: int = 1
 
 
 @dataclass
@@ -126,6 +132,8 @@ class _Header:
     float64: bool
     group: tuple[Any, ...] = ()
     grid: str = ""
+    #: multi-field message: the field's number in it (0-based)
+    message_field: int | None = None
 
 
 # --------------------------------------------------------------------------- locating
@@ -174,11 +182,12 @@ def locate_messages(data: bytes | bytearray | memoryview | mmap.mmap, source: st
             raise CorruptSourceError(
                 f"{where}: corrupt: no '7777' at the end of its {length} bytes (the length "
                 "field or the message is damaged)", source=source)
+        fields = 1
         if edition == 2:
-            _check_grib2_sections(data, i, length, where, source)
+            fields = _check_grib2_sections(data, i, length, where, source)
         else:
             _check_grib1_sections(data, i, length, where, source)
-        out.append(Located(number, i, length, edition))
+        out.append(Located(number, i, length, edition, fields))
         pos = i + length
     if not out:
         raise UnrecognizedFormatError(
@@ -240,9 +249,10 @@ def _check_grib1_sections(data: Any, i: int, length: int, where: str, source: st
                                  source=source)
 
 
-def _check_grib2_sections(data: Any, i: int, length: int, where: str, source: str) -> None:
-    """Walk sections 1-7: they must tile the message exactly; more than one section 7 is a
-    multi-field message (several fields sharing sections), which zarrport refuses."""
+def _check_grib2_sections(data: Any, i: int, length: int, where: str, source: str) -> int:
+    """Walk sections 1-7: they must tile the message exactly. Returns the number of fields
+    (section 7s): more than one is a multi-field message (several fields sharing sections
+    1-3), whose fields are read one by one (:func:`zarrport.grib.codec.grib2_field`)."""
     end = i + length - 4
     p = i + 16
     fields = 0
@@ -266,10 +276,7 @@ def _check_grib2_sections(data: Any, i: int, length: int, where: str, source: st
         raise CorruptSourceError(
             f"{where}: corrupt: no {' / '.join(missing)} section (sections found: {seen})",
             source=source)
-    if fields > 1:
-        raise UnsupportedVariableError(
-            f"{where}: unsupported: multi-field message ({fields} fields in one GRIB2 "
-            "message); zarrport maps one message to one chunk", source=source)
+    return fields
 
 
 # --------------------------------------------------------------------------- keys
@@ -477,9 +484,9 @@ class GribParser:
             canonical: dict[str, str] = {}  # grid digest -> canonical grid key
             first_of_grid: dict[tuple[Any, ...], str] = {}
             described: dict[tuple[Any, ...], dict[str, Any]] = {}
-            for loc in located:
-                message = bytes(data[loc.offset:loc.offset + loc.length])
-                where = _where(url, loc.number, loc.offset)
+            for loc, k, message in _messages(data, located, url):
+                where = _where(url, loc.number, loc.offset) + (
+                    f" field {k + 1}" if k is not None else "")
                 try:
                     h = eccodes.codes_new_from_message(message)
                 except Exception as e:  # noqa: BLE001 - eccodes raises many types
@@ -491,6 +498,7 @@ class GribParser:
                         continue
                     try:
                         head = _read_header(h, loc, url)
+                        head.message_field = k
                         if head.grid_digest not in canonical:
                             grid = self._grid(h, head, url)
                             same = (grid.grid_type, grid.layout, grid.latitude.tobytes(),
@@ -564,8 +572,9 @@ class GribParser:
                     url=url, offset=m.loc.offset, length=m.loc.length, name=name,
                     grid=m.grid, init_time=m.init_time, member=m.member, step=m.step,
                     level=m.level, level_type=m.type_of_level, window_start=m.window_start,
-                    dtype=dtype, attrs=attrs))
-        fields.sort(key=lambda f: f.offset)  # file order: grid numbering follows the file
+                    dtype=dtype, attrs=attrs, message_field=m.message_field))
+        # file order: grid numbering follows the file
+        fields.sort(key=lambda f: (f.offset, f.message_field or 0))
         centres = {a.get("GRIB_centre") for a in described.values()}
         attrs: dict[str, Any] = {"source": url}
         if len(centres) == 1:
@@ -574,6 +583,24 @@ class GribParser:
             return build_dataset(fields, grids, attrs=attrs, source_stats={url: stat})
         except IncompatibleSourcesError as e:
             raise IncompatibleSourcesError(f"{url}: {e}", source=url) from None
+
+
+def _messages(data: Any, located: list[Located], url: str) -> Any:
+    """(location, field number or None, bytes) of every field: a multi-field message gives
+    each of its fields as a message of its own."""
+    from zarrport.grib.codec import grib2_field
+
+    for loc in located:
+        message = bytes(data[loc.offset:loc.offset + loc.length])
+        if loc.fields == 1:
+            yield loc, None, message
+            continue
+        for k in range(loc.fields):
+            try:
+                yield loc, k, grib2_field(message, k)
+            except CorruptSourceError as e:
+                raise CorruptSourceError(f"{_where(url, loc.number, loc.offset)}: {e}",
+                                         source=url) from None
 
 
 def _accepted(value: Any) -> list[Any]:

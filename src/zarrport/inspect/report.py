@@ -191,6 +191,8 @@ class SourceReport:
     problems: list[str] = field(default_factory=list)
     #: the settings the verdicts were computed with
     settings: dict[str, Any] = field(default_factory=dict)
+    #: GRIB files only: ``messages`` (one entry per message), ``grids``, ``codec``
+    grib: dict[str, Any] | None = None
 
     def variable(self, name: str) -> VariableReport:
         for v in self.variables:
@@ -243,6 +245,7 @@ class SourceReport:
             "summary": self.summary,
             "problems": list(self.problems),
             "variables": [v.to_dict() for v in self.variables],
+            **({"grib": jsonable(self.grib)} if self.grib is not None else {}),
         }
 
 
@@ -254,7 +257,8 @@ def inspect_source(
     subchunk_mb: float = 16,
     inline_limit_mb: float = 4,
 ) -> SourceReport:
-    """The pre-flight report of one NetCDF-4/HDF5 or NetCDF-3 file.
+    """The pre-flight report of one NetCDF-4/HDF5, NetCDF-3 or GRIB file (GRIB:
+    :func:`zarrport.inspect._grib.inspect_grib`, with the messages and grids).
 
     ``subchunk_mb`` / ``inline_limit_mb`` are the virtualizer's sub-chunk target and the
     size up to which variables that cannot be referenced are inlined (``ParseOptions``'
@@ -265,7 +269,7 @@ def inspect_source(
     (truncated, damaged), ``StorageError``, ``InvalidArgumentError`` (bad sizes, a group
     that is not there: the message lists the file's groups).
     """
-    from zarrport.inspect import _hdf5, _netcdf3
+    from zarrport.inspect import _grib, _hdf5, _netcdf3
 
     check_sizes(subchunk_mb, inline_limit_mb)
     defaults = ParseOptions()
@@ -277,7 +281,12 @@ def inspect_source(
     )
     url = storage.normalize_url(url)
     with recognised_source(url, storage_options) as (kind, h5target, f, st):
-        if kind == "hdf5":
+        if kind == "grib":
+            if group not in (None, "", "/"):
+                raise InvalidArgumentError(
+                    f"{url}: GRIB files have no groups (got group={group!r})", source=url)
+            report = _grib.inspect_grib(url, size=st.size, storage_options=storage_options)
+        elif kind == "hdf5":
             report = _hdf5.inspect_hdf5(h5target, url, size=st.size, options=options)
         else:
             if group not in (None, "", "/"):

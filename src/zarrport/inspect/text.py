@@ -51,6 +51,18 @@ def render_text(report: SourceReport) -> str:
     lines.append(f"  size     {human_bytes(report.size)} ({report.size} bytes), "
                  f"{report.global_attr_count} global attributes"
                  + (f", group {report.group}" if report.group else ""))
+    if report.grib is not None:
+        msgs = report.grib["messages"]
+        n = len({m["offset"] for m in msgs})
+        fields = f" ({len(msgs)} fields)" if len(msgs) != n else ""
+        lines.append(f"  messages {n}{fields}, decoded by the {report.grib['codec']} codec")
+        for g in report.grib["grids"]:
+            shape = " x ".join(f"{d}={n}" for d, n in zip(g["dims"], g["shape"], strict=True))
+            where = ""
+            if g["latitude"] and g["longitude"]:
+                where = (f", latitude {g['latitude'][0]:g}..{g['latitude'][1]:g}, longitude "
+                         f"{g['longitude'][0]:g}..{g['longitude'][1]:g}")
+            lines.append(f"  grid     {g['grid_type']}: {shape}{where}")
     if report.dims:
         dims = ", ".join(f"{k}={n}" + (" (unlimited)" if k in report.unlimited_dims else "")
                          for k, n in report.dims.items())

@@ -44,7 +44,8 @@ from zarrport.pipeline.ledger import FAILED, MISSING, OK, SKIPPED, Ledger
 from zarrport.virtual.parse import ParseOptions
 
 #: file names a prefix listing picks up (a glob picks what it matches)
-DEFAULT_INCLUDE = ("*.nc", "*.nc4", "*.h5", "*.hdf5", "*.he5", "*.cdf", "*.netcdf")
+DEFAULT_INCLUDE = ("*.nc", "*.nc4", "*.h5", "*.hdf5", "*.he5", "*.cdf", "*.netcdf",
+                   "*.grib", "*.grib1", "*.grib2", "*.grb", "*.grb2")
 
 #: error codes worth trying again on the next run (the file itself may be fine)
 RETRY_NEXT_RUN = frozenset({"storage_error", "internal_error"})

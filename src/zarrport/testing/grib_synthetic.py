@@ -71,6 +71,15 @@ section (section 0 still claims the full length; the indexes give the true offse
 shortened length), so ecCodes -- and gribberish -- refuse to decode it.
 
 :func:`upload` copies a generated tree to object storage (any fsspec URL).
+
+**Single messages of any grid ecCodes has a sample for** (:func:`grib_message`): regular
+and reduced Gaussian (``reduced_gg_pl_32_grib2``, GRIB1 ``reduced_gg_pl_32_grib1``),
+reduced lat/lon (``reduced_ll_sfc_grib2``, 313,362 points), rotated reduced Gaussian
+(``reduced_rotated_gg_sfc_grib2``),
+spherical harmonics (``sh_ml_grib2``), rotated, polar stereographic and Lambert samples;
+``alternativeRowScanning=1`` can be set on the regular samples. :func:`multi_field_message`
+joins several GRIB2 messages on one grid into one message (sections 4-7 repeated), as
+NCEP's wind files do; ecCodes reads each field of it with ``multi-field support``.
 """
 
 from __future__ import annotations
@@ -88,6 +97,8 @@ import eccodes
 import numpy as np
 
 __all__ = [
+    "grib_message",
+    "multi_field_message",
     "ECMWF_PARAMS",
     "GEFS_VARIABLES",
     "PACKINGS",
@@ -748,3 +759,51 @@ def upload(root: str | os.PathLike[str], s3_url_prefix: str,
     fs.put([os.fspath(p) for p in files],
            [f"{prefix}/{p.relative_to(base).as_posix()}" for p in files])
     return len(files)
+
+
+# --------------------------------------------------------------------------- single messages
+
+
+def grib_message(sample: str = "regular_ll_sfc_grib2", values: Any = None,
+                 **keys: Any) -> bytes:
+    """One message from an ecCodes sample with ``keys`` set (in order), then ``values``
+    (default: a ramp over every point, for grids with points)."""
+    h = eccodes.codes_grib_new_from_samples(sample)
+    try:
+        for k, v in keys.items():
+            if isinstance(v, float):
+                eccodes.codes_set_double(h, k, v)
+            elif isinstance(v, list | tuple | np.ndarray):
+                eccodes.codes_set_array(h, k, list(v))
+            else:
+                eccodes.codes_set(h, k, v)
+        if values is None and not sample.startswith("sh_"):
+            n = eccodes.codes_get(h, "numberOfDataPoints")
+            values = 200.0 + np.arange(n) * (100.0 / max(n, 1)) + (np.arange(n) % 7) * 0.25
+        if values is not None:
+            eccodes.codes_set_values(h, np.asarray(values, dtype=np.float64).ravel())
+        return bytes(eccodes.codes_get_message(h))
+    finally:
+        eccodes.codes_release(h)
+
+
+def _grib2_sections(msg: bytes) -> list[bytes]:
+    out, p = [], 16
+    while p < len(msg) - 4:
+        n = int.from_bytes(msg[p:p + 4], "big")
+        out.append(msg[p:p + n])
+        p += n
+    return out
+
+
+def multi_field_message(*messages: bytes) -> bytes:
+    """GRIB2 messages on one grid as one multi-field message: the first message's sections
+    1-7, then sections 4-7 of each other one."""
+    if len(messages) < 2:
+        raise ValueError("a multi-field message needs at least two messages")
+    first = _grib2_sections(messages[0])
+    body = b"".join(first)
+    for msg in messages[1:]:
+        body += b"".join(s for s in _grib2_sections(msg) if s[4] in (4, 5, 6, 7))
+    total = 16 + len(body) + 4
+    return messages[0][:8] + total.to_bytes(8, "big") + body + b"7777"

@@ -123,6 +123,11 @@ def combine(datasets: list[VirtualDataset], dim: str) -> VirtualDataset:
     """One VirtualDataset of all files along ``dim``, ordered by their coordinate values."""
     if not datasets:
         raise IncompatibleSourcesError("nothing to combine")
+    grib = all(_is_grib(d) for d in datasets)
+    if grib:  # one-value GRIB coordinates become length-1 dimensions first
+        from zarrport.grib.combine import prepare
+
+        datasets, dim = prepare(datasets, dim)
     datasets = order_by_coordinate(datasets, dim)
     if not any(dim in v.dims for v in datasets[0].variables.values()):
         raise IncompatibleSourcesError(
@@ -183,7 +188,16 @@ def combine(datasets: list[VirtualDataset], dim: str) -> VirtualDataset:
             skipped.setdefault((item.get("variable"), item.get("attribute")), item)
     out = VirtualDataset(variables=variables, attrs=attrs, sources=sources, source_stats=stats,
                          skipped=list(skipped.values()))
+    if grib:
+        from zarrport.grib.combine import check_unique
+
+        check_unique(out, dim)
     return out
+
+
+def _is_grib(vds: VirtualDataset) -> bool:
+    return any((v.serializer or {}).get("name") == "zarrport.grib"
+               for v in vds.variables.values())
 
 
 def _combine_constant(name: str, per_file: list[VirtualVariable],

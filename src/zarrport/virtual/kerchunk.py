@@ -46,7 +46,7 @@ def _v2_dtype(var: VirtualVariable) -> str:
 
 
 def _zarray(var: VirtualVariable, chunks: tuple[int, ...], filters: list[dict] | None,
-            fill_value: Any) -> str:
+            fill_value: Any, compressor: dict[str, Any] | None = None) -> str:
     meta = {
         "zarr_format": 2,
         "shape": list(var.shape),
@@ -55,7 +55,7 @@ def _zarray(var: VirtualVariable, chunks: tuple[int, ...], filters: list[dict] |
         "fill_value": _json_value(fill_value),
         "order": "C",
         "filters": filters or None,
-        "compressor": None,
+        "compressor": compressor,
         "dimension_separator": ".",
     }
     return ujson.dumps(meta)
@@ -68,6 +68,19 @@ def _inline_bytes(var: VirtualVariable) -> tuple[bytes, list[dict] | None]:
         codec = numcodecs.VLenUTF8()
         return bytes(codec.encode(np.asarray(data, dtype=object).ravel())), [codec.get_config()]
     return np.ascontiguousarray(data, dtype=var.dtype).tobytes(), None
+
+
+def _v2_serializer(name: str, var: VirtualVariable) -> dict[str, Any]:
+    """The numcodecs form of a Zarr v3 array->bytes codec (GRIB: each chunk one message,
+    :mod:`zarrport.grib.numcodec`), as the v2 ``compressor``; refused for any other."""
+    if (var.serializer or {}).get("name") != "zarrport.grib":
+        raise UnsupportedVariableError(
+            f"variable {name!r}: its chunks are decoded by the Zarr v3 codec "
+            f"{(var.serializer or {}).get('name')!r}, which has no Zarr v2 form -- write "
+            "Icechunk (--format icechunk)", variable=name)
+    from zarrport.grib.numcodec import v2_config
+
+    return v2_config(var.serializer, var.dtype)  # type: ignore[arg-type]
 
 
 def _cf_fill(var: VirtualVariable) -> Any:
@@ -104,15 +117,13 @@ def to_refs(vds: VirtualDataset) -> dict[str, Any]:
                 f"chunks natively beside the virtual ones",
                 variable=name,
             )
+        compressor = None
         if var.serializer is not None:
-            raise UnsupportedVariableError(
-                f"variable {name!r}: its chunks are GRIB messages, decoded by the Zarr v3 "
-                f"codec {var.serializer.get('name')!r}; kerchunk's Zarr v2 references cannot "
-                "name it -- write Icechunk (--format icechunk)", variable=name)
+            compressor = _v2_serializer(name, var)
         attrs = dict(var.attrs)
         attrs["_ARRAY_DIMENSIONS"] = list(var.dims)
         refs[f"{name}/.zattrs"] = _attrs_json(attrs)
-        fill = _cf_fill(var)
+        fill = _cf_fill(var) if compressor is None else var.fill_value
         if var.data is not None:
             raw, filters = _inline_bytes(var)
             # a zero-length dimension still needs a chunk length of at least 1
@@ -123,7 +134,7 @@ def to_refs(vds: VirtualDataset) -> dict[str, Any]:
                     "base64:" + base64.b64encode(raw).decode()
                 )
             continue
-        refs[f"{name}/.zarray"] = _zarray(var, var.chunks, var.codecs, fill)
+        refs[f"{name}/.zarray"] = _zarray(var, var.chunks, var.codecs, fill, compressor)
         if var.refs is None:
             continue
         src, off, ln = var.refs.source, var.refs.offset, var.refs.length

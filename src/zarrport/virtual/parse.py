@@ -34,6 +34,9 @@ class ParseOptions:
     on_unsupported: str = "raise"
 
 
+#: how far into a file the first GRIB message may start (WMO bulletin headers before it)
+GRIB_HEAD = 1024
+
 #: smallest ``subchunk_mb`` accepted (10 KiB): below it a contiguous variable becomes so many
 #: byte ranges that the references outgrow the data they point to (each reference costs
 #: ~50-100 bytes in JSON) and every read turns into thousands of requests
@@ -58,7 +61,8 @@ def check_sizes(subchunk_mb: float, inline_limit_mb: float) -> None:
 
 
 def sniff(head: bytes) -> str:
-    """'hdf5', 'netcdf3' or '' from a file's first bytes (HDF5 may sit after a user block)."""
+    """'hdf5', 'netcdf3', 'grib' or '' from a file's first bytes (HDF5 may sit after a user
+    block; a GRIB message after a WMO bulletin header of up to :data:`GRIB_HEAD` bytes)."""
     if head[:8] == HDF5_MAGIC:
         return "hdf5"
     if head[:3] == b"CDF" and head[3:4] in (b"\x01", b"\x02", b"\x05"):
@@ -66,6 +70,9 @@ def sniff(head: bytes) -> str:
     for off in (512, 1024, 2048, 4096):
         if head[off : off + 8] == HDF5_MAGIC:
             return "hdf5"
+    i = head.find(b"GRIB", 0, GRIB_HEAD + 4)
+    if i >= 0 and i + 8 <= len(head) and head[i + 7] in (1, 2):  # octet 8: the edition
+        return "grib"
     return ""
 
 
@@ -124,7 +131,8 @@ class _RecordingFile:
 def recognised_source(
     url: str, storage_options: dict | None = None
 ) -> Iterator[tuple[str, Any, BinaryIO, storage.SourceStat]]:
-    """(kind, path-or-file for h5py, binary file, stat) of a NetCDF-4/HDF5 or NetCDF-3 file.
+    """(kind, path-or-file for h5py, binary file, stat) of a NetCDF-4/HDF5, NetCDF-3 or
+    GRIB file (kind ``hdf5``, ``netcdf3``, ``grib``).
 
     Empty and unrecognised files raise :class:`UnrecognizedFormatError`; what the parsers
     raise for damaged files (h5py's OSError/RuntimeError/..., header errors) becomes
@@ -143,7 +151,8 @@ def recognised_source(
         kind = sniff(head)
         if not kind:
             raise UnrecognizedFormatError(
-                f"{url}: not a NetCDF-4/HDF5 or NetCDF-3 file (starts with {head[:8]!r})",
+                f"{url}: not a NetCDF-4/HDF5 or NetCDF-3 file, nor GRIB (starts with "
+                f"{head[:8]!r})",
                 source=url,
             )
         f.seek(0)
@@ -168,14 +177,18 @@ def recognised_source(
 def parse_source(
     url: str, storage_options: dict | None = None, options: ParseOptions | None = None
 ) -> VirtualDataset:
-    """The VirtualDataset of one NetCDF-4/HDF5 or NetCDF-3 file, with its stat recorded."""
+    """The VirtualDataset of one NetCDF-4/HDF5, NetCDF-3 or GRIB file, with its stat
+    recorded. GRIB files go through :class:`zarrport.grib.GribParser`: one chunk per
+    message, decoded by the ``zarrport.grib`` codec."""
     from zarrport.virtual.hdf5 import parse_hdf5
     from zarrport.virtual.netcdf3 import parse_netcdf3
 
     options = options or ParseOptions()
     url = storage.normalize_url(url)
     with recognised_source(url, storage_options) as (kind, h5target, f, st):
-        if kind == "hdf5":
+        if kind == "grib":
+            vds = parse_grib(url, storage_options, options)
+        elif kind == "hdf5":
             vds = parse_hdf5(
                 h5target,
                 url,
@@ -202,6 +215,24 @@ def parse_source(
             )
     _check_ranges(vds, st.size)
     vds.source_stats = [st.to_dict()]
+    return vds
+
+
+def parse_grib(url: str, storage_options: dict | None, options: ParseOptions
+               ) -> VirtualDataset:
+    """One GRIB file through :class:`~zarrport.grib.scan.GribParser` (coordinates inlined,
+    every field a chunk referencing its message)."""
+    from zarrport.errors import InvalidArgumentError
+
+    if options.group not in (None, "", "/"):
+        raise InvalidArgumentError(
+            f"{url}: GRIB files have no groups (got group={options.group!r})", source=url)
+    from zarrport.grib.scan import GribParser
+
+    registry = storage.object_store_registry([url], storage_options)
+    vds = GribParser().build(url, registry).dataset
+    for name in options.drop_variables:
+        vds.variables.pop(name, None)
     return vds
 
 
