@@ -2,9 +2,9 @@
 """Run every real sample file through every output format and write docs/conformance.md.
 
 Two tables: NetCDF (every output format, compared by ``zarrport verify``) and GRIB
-(``GribParser`` through Icechunk and the ManifestStore, compared with ecCodes;
-:mod:`zarrport.testing.grib_conformance`). ``--grib-only`` / ``--netcdf-only`` rerun one part and
-keep the other's table as it is in the output file.
+(``GribParser`` through Icechunk and the ManifestStore, and cfgrib for comparison, each
+compared with ecCodes; :mod:`zarrport.testing.grib_conformance`). ``--grib-only`` /
+``--netcdf-only`` rerun one part and keep the other's table as it is in the output file.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _with_versions(netcdf_md: str) -> str:
     from importlib import metadata
 
     names = ["zarrport", "netCDF4", "h5py", "zarr", "icechunk", "virtualizarr", "kerchunk",
-             "xarray", "numcodecs", "fsspec", "eccodes", "eccodeslib", "gribberish"]
+             "xarray", "numcodecs", "fsspec", "eccodes", "eccodeslib", "gribberish", "cfgrib"]
     versions = []
     for name in names:
         try:
@@ -51,7 +51,10 @@ def _with_versions(netcdf_md: str) -> str:
     lines = [ln for ln in netcdf_md.splitlines() if not ln.startswith(VERSIONS_PREFIX)]
     at = lines.index("Regenerate with `make conformance` (`scripts/conformance.py`).") + 1 \
         if "Regenerate with `make conformance` (`scripts/conformance.py`)." in lines else 1
-    return "\n".join(lines[:at] + ["", line] + lines[at:])
+    text = "\n".join(lines[:at] + ["", line] + lines[at:])
+    while "\n\n\n" in text:  # rerunning one part must not pile up blank lines
+        text = text.replace("\n\n\n", "\n\n")
+    return text
 
 
 def main() -> int:

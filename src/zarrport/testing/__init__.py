@@ -8,5 +8,6 @@ imports this package.
 - :mod:`zarrport.testing.grib_synthetic` -- GEFS and ECMWF ensemble cycles in their real
   directory layouts, with real-format ``.idx`` / ``.index`` files (needs the [grib] extra);
 - :mod:`zarrport.testing.grib_conformance` -- every message of a GRIB file read through
-  zarrport compared with ecCodes, each file in its own process (needs the [grib] extra).
+  zarrport compared with ecCodes, each file in its own process (needs the [grib] extra),
+  and cfgrib's reading judged by the same oracle (needs cfgrib: the [bench] extra).
 """

@@ -26,6 +26,10 @@ For each file (:func:`check_grib_file`):
    offsets alone (one variable per index line) and each of its chunks must equal the
    oracle's decoding of the message ecCodes finds at that offset.
 
+4. cfgrib, for comparison (:func:`cfgrib_outcome`, in a process of its own): its
+   ``open_datasets`` reading of the file is judged by the same oracle
+   (:func:`cfgrib_problems`): identical, refused (cfgrib raises) or MISMATCH.
+
 :func:`run` checks each file in its own process (forked from a preloaded server), so a
 segfault is reported as CRASH and a hang (no result within ``timeout`` seconds) as HANG.
 """
@@ -61,6 +65,10 @@ class GribOutcome:
     messages: int = 0
     variables: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: cfgrib judged against the same oracle (:func:`cfgrib_outcome`): identical, refused,
+    #: MISMATCH, CRASH, HANG; "-" if not run. Not part of ``acceptable``.
+    cfgrib: str = "-"
+    cfgrib_reason: str = ""
 
     @property
     def acceptable(self) -> bool:
@@ -106,7 +114,7 @@ class Oracle:
                     break
                 try:
                     keys = {k: _get(h, k) for k in (
-                        "shortName", "typeOfLevel", "stepType", "level", "dataDate",
+                        "shortName", "paramId", "typeOfLevel", "stepType", "level", "dataDate",
                         "dataTime", "second", "number", "discipline", "parameterCategory",
                         "parameterNumber", "table2Version", "indicatorOfParameter",
                         "packingType", "precision", "edition", "offset", "totalLength")}
@@ -586,6 +594,298 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())[:300]
 
 
+# --------------------------------------------------------------------------- cfgrib
+
+
+def cfgrib_outcome(path: Path, workdir: Path) -> tuple[str, str]:
+    """cfgrib's reading of ``path`` judged against the same oracle: ``("identical", "")``,
+    ``("refused", why)`` when cfgrib raises opening or loading it, or ``("MISMATCH", why)``.
+
+    cfgrib gets its best chance: ``cfgrib.open_datasets`` splits the file into as many
+    hypercubes as it needs. See :func:`cfgrib_problems` for what is compared.
+    """
+    import cfgrib
+
+    path = Path(path).resolve()
+    # cfgrib writes an index beside the file it opens unless indexpath is "", and
+    # open_datasets takes indexpath in backend_kwargs only (a plain keyword goes to xarray
+    # and is ignored; checked with cfgrib 0.9.15.1): it opens a symlink in the work
+    # folder, so nothing it might write lands beside the data
+    link = workdir / f"cfgrib-{os.getpid()}-{path.name}"
+    link.symlink_to(path)
+    try:
+        datasets = [ds.load() for ds in
+                    cfgrib.open_datasets(str(link), backend_kwargs={"indexpath": ""})]
+    except Exception as err:  # noqa: BLE001 - cfgrib refusing the file is an outcome
+        return "refused", f"{type(err).__name__}: " + _one_line(err).replace(
+            str(link), path.name)
+    finally:
+        link.unlink()
+    try:
+        oracle = Oracle(path)
+    except Exception as err:  # noqa: BLE001
+        # cfgrib reads what it can and skips a damaged message with a logged warning
+        return "MISMATCH", ("datasets returned without an error, but ecCodes cannot walk "
+                            f"the file ({_one_line(err)}): a damaged message is skipped")
+    problems = cfgrib_problems(datasets, oracle)
+    if not problems:
+        return "identical", ""
+    more = f" (+{len(problems) - 2} more)" if len(problems) > 2 else ""
+    return "MISMATCH", "; ".join(problems[:2]) + more
+
+
+@dataclass
+class _CfVar:
+    """One data variable of one of cfgrib's datasets."""
+
+    label: str
+    var: Any
+    grid_dims: tuple[str, ...]
+    values: np.ndarray | None = None
+    #: per position of the leading dimensions, the message found there (0: none)
+    filled: np.ndarray | None = None
+    considered: bool = False
+
+
+def _cf_identity(a: dict[str, Any]) -> tuple[Any, ...]:
+    return (int(a.get("GRIB_paramId", -1)), str(a.get("GRIB_shortName")),
+            str(a.get("GRIB_typeOfLevel")), str(a.get("GRIB_stepType")))
+
+
+def _wrap(lon: np.ndarray) -> np.ndarray:
+    """Longitude to -180..180 the way the oracle wraps ecCodes' (same arithmetic)."""
+    return (lon + 180.0) % 360.0 - 180.0
+
+
+def _cf_place(oracle: Oracle, m: _Message, v: _CfVar) -> tuple[np.ndarray | None, str]:
+    """Flat indices into cfgrib's grid of the message's points, placed by ecCodes' own
+    latitude and longitude of each point (exact equality, every cell hit once), or None and
+    why not."""
+    var = v.var
+    if "latitude" not in var.coords or "longitude" not in var.coords:
+        return None, "no latitude/longitude coordinates"
+    lat = np.asarray(var.coords["latitude"].values, dtype=np.float64)
+    lon = _wrap(np.asarray(var.coords["longitude"].values, dtype=np.float64))
+    g = oracle.grid(m)
+    n = g.lats.size
+    shape = tuple(var.sizes[d] for d in v.grid_dims)
+    if int(np.prod(shape)) != n:
+        return None, f"grid {shape}, ecCodes has {n} points"
+    lat_dims = var.coords["latitude"].dims
+    lon_dims = var.coords["longitude"].dims
+    if (lat_dims != lon_dims and lat_dims == v.grid_dims[-2:-1]
+            and lon_dims == v.grid_dims[-1:]):  # 1-D latitude and longitude
+        i, ok_i = _lookup(lat, g.lats)
+        j, ok_j = _lookup(lon, g.lons)
+        if ok_i.all() and ok_j.all():
+            cand = i * lon.size + j
+            if np.all(np.bincount(cand, minlength=n) == 1):
+                return cand, ""
+            return None, "ecCodes' points do not cover the grid once each"
+        return None, ("latitude/longitude differ from ecCodes' (by up to "
+                      f"{_gap(lat, g.lats[~ok_i]):.3g} / {_gap(lon, g.lons[~ok_j]):.3g} deg)")
+    if lat_dims == lon_dims == v.grid_dims:  # one latitude and longitude per point
+        flat_lat, flat_lon = lat.ravel(), lon.ravel()
+        if (np.array_equal(flat_lat, g.lats, equal_nan=True)
+                and np.array_equal(flat_lon, g.lons, equal_nan=True)):
+            return np.arange(n), ""
+        # another order: by (latitude, longitude) pairs, where they are unique
+        pairs = flat_lat + 1j * flat_lon
+        k, ok = _lookup(pairs, g.lats + 1j * g.lons)
+        if ok.all() and np.unique(pairs).size == n and np.all(
+                np.bincount(k, minlength=n) == 1):
+            return k, ""
+        return None, ("latitude/longitude differ from ecCodes' (by up to "
+                      f"{np.nanmax(np.abs(np.sort(flat_lat) - np.sort(g.lats))):.3g} / "
+                      f"{np.nanmax(np.abs(np.sort(flat_lon) - np.sort(g.lons))):.3g} deg)")
+    return None, f"latitude{lat_dims} / longitude{lon_dims} do not span the grid {v.grid_dims}"
+
+
+def _lookup(table: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index in ``table`` of each of ``wanted`` (exact equality) and where it was found."""
+    order = np.argsort(table, kind="stable")
+    k = np.clip(np.searchsorted(table[order], wanted), 0, max(table.size - 1, 0))
+    idx = order[k]
+    return idx, table[idx] == wanted
+
+
+def _gap(table: np.ndarray, missed: np.ndarray) -> float:
+    """How far the values not found are from the nearest in ``table``."""
+    missed = np.unique(missed)[:2000]
+    if not missed.size:
+        return 0.0
+    return float(np.nanmax(np.min(np.abs(missed[:, None] - table[None, :]), axis=1)))
+
+
+def cfgrib_problems(datasets: list[Any], oracle: Oracle) -> list[str]:
+    """Every difference between cfgrib's datasets and the oracle (empty: identical).
+
+    Each message must be found once: in a variable whose ``GRIB_paramId``,
+    ``GRIB_shortName``, ``GRIB_typeOfLevel`` and ``GRIB_stepType`` are the message's,
+    whose latitude and longitude place each of ecCodes' points (:func:`_cf_place`), at
+    the position given by its coordinates ``time`` (``dataDate``/``dataTime``/``second``),
+    ``step`` (``endStep``), ``number`` and the level coordinate named by ``typeOfLevel``
+    (each a dimension holding the value, or a scalar coordinate equal to it), with every
+    value equal to ecCodes' (NaN exactly where ecCodes has none, in the oracle's dtype).
+    A position holding no message must be all NaN (so a message given twice is found).
+    Where several variables fit a message, the one whose field equals it is taken; if none
+    or more than one does, the message is reported unmatched.
+    """
+    problems: list[str] = []
+    cfvars: list[_CfVar] = []
+    for i, ds in enumerate(datasets):
+        for n, var in ds.data_vars.items():
+            # the grid: the dimensions latitude and longitude span (none for a single
+            # point, which cfgrib squeezes to scalar coordinates)
+            spanned = {d for c in ("latitude", "longitude") if c in var.coords
+                       for d in var.coords[c].dims}
+            gdims = (tuple(d for d in var.dims if d in spanned) if spanned
+                     else ("values",) if var.dims and var.dims[-1] == "values"
+                     else tuple(var.dims[-2:]) if "latitude" not in var.coords else ())
+            cfvars.append(_CfVar(f"{n}[{i}]" if len(datasets) > 1 else str(n), var, gdims))
+    by_identity: dict[tuple[Any, ...], list[_CfVar]] = {}
+    for v in cfvars:
+        by_identity.setdefault(_cf_identity(v.var.attrs), []).append(v)
+    places: dict[tuple[str, str], tuple[np.ndarray | None, str]] = {}
+    for m in oracle.messages:
+        k = m.keys
+        ident = (int(k["paramId"] or 0), str(k["shortName"]), str(k["typeOfLevel"]),
+                 str(k["stepType"]))
+        coords = oracle.coords(m)
+        level = "" if k["level"] is None else f" {k['level']:g}"
+        what = (f"message {m.number} ({k['shortName']} {k['typeOfLevel']}{level} "
+                f"step {k['endStep']} min)")
+        fits: list[tuple[_CfVar, tuple[int, ...], np.ndarray]] = []
+        why: list[str] = []
+        for v in by_identity.get(ident, []):
+            v.considered = True
+            key = (v.label, m.grid_digest)
+            if key not in places:
+                places[key] = _cf_place(oracle, m, v)
+            flat, reason = places[key]
+            if flat is None:
+                why.append(f"{v.label}: {reason}")
+                continue
+            pos, reason = _cf_position(v, coords, str(k["typeOfLevel"]))
+            if pos is None:
+                why.append(f"{v.label}: {reason}")
+                continue
+            fits.append((v, pos, flat))
+        if not fits:
+            problems.append(f"{what}: not found: " + ("; ".join(why[:2]) if why else
+                                                      "no such variable in cfgrib's datasets"))
+            continue
+        want = None
+        chosen = []
+        for v, pos, flat in fits:
+            if v.values is None:
+                v.values = np.asarray(v.var.values)
+                v.filled = np.zeros(v.values.shape[:v.values.ndim - len(v.grid_dims)],
+                                    dtype=np.int64)
+            got = v.values[pos]
+            if want is None or want.shape != got.shape:
+                want = oracle.field(m, flat, got.shape, oracle.dtype(m))
+            same = np.array_equal(got.astype(np.float64), want.astype(np.float64),
+                                  equal_nan=True)
+            chosen.append((v, pos, same, got))
+        if len(chosen) > 1:
+            equal = [c for c in chosen if c[2]]
+            if len(equal) != 1:
+                problems.append(f"{what}: unmatched: fits {len(chosen)} variables "
+                                f"({', '.join(c[0].label for c in chosen)}), "
+                                f"{len(equal)} of them equal to it")
+                continue
+            chosen = equal
+        v, pos, same, got = chosen[0]
+        assert v.filled is not None
+        if v.filled[pos]:
+            problems.append(f"{what}: missing: {v.label}{list(pos)} is already message "
+                            f"{v.filled[pos]} (one field for both)")
+            continue
+        v.filled[pos] = m.number
+        if not same:
+            assert want is not None
+            w = want.astype(np.float64)
+            g64 = got.astype(np.float64)
+            diff = ~((g64 == w) | (np.isnan(g64) & np.isnan(w)))
+            nan = int((np.isnan(g64) != np.isnan(w)).sum())
+            problems.append(f"{what}: {v.label}{list(pos)}: {int(diff.sum())} of {got.size} "
+                            f"values differ from ecCodes' ({nan} of them NaN on one side only"
+                            f"; cfgrib {got.dtype}, ecCodes {oracle.dtype(m)})"
+                            + _stored_order_hint(oracle, m, got))
+    for v in cfvars:
+        if v.values is None:
+            if not v.considered:
+                problems.append(f"{v.label}: no message of the file belongs to it")
+            continue
+        assert v.filled is not None
+        empty = v.filled == 0
+        if empty.any() and not np.all(np.isnan(v.values[empty])):
+            problems.append(f"{v.label}: positions without a message hold values")
+    return problems
+
+
+def _stored_order_hint(oracle: Oracle, m: _Message, got: np.ndarray) -> str:
+    """Why values differ, where it is that the values are in the message's stored order
+    (``codes_get_values``) while the coordinates are ecCodes' per-point ones: with
+    alternative row scanning, every second row is then placed reversed."""
+    import eccodes
+
+    h = oracle.handle(m)
+    try:
+        if not _get(h, "alternativeRowScanning"):
+            return ""
+        eccodes.codes_set(h, "missingValue", SENTINEL)
+        raw = np.asarray(eccodes.codes_get_values(h), dtype=np.float64)
+    finally:
+        eccodes.codes_release(h)
+    raw[raw == SENTINEL] = np.nan
+    if got.size == raw.size and np.array_equal(
+            got.ravel().astype(np.float64), raw.astype(oracle.dtype(m)).astype(np.float64),
+            equal_nan=True):
+        return (": the values are in stored order, every second row reversed against its "
+                "latitude/longitude (alternative row scanning)")
+    return ""
+
+
+def _cf_position(v: _CfVar, coords: dict[str, Any],
+                 type_of_level: str) -> tuple[tuple[int, ...] | None, str]:
+    """Index of the message in the variable's leading dimensions, from its coordinates."""
+    var = v.var
+    names = {"time": coords["init_time"], "step": coords["step"],
+             "number": coords["member"], type_of_level: coords["level"]}
+    lead = var.dims[:var.ndim - len(v.grid_dims)]
+    for d in lead:
+        if d not in names:
+            return None, f"dimension {d} is not one the messages' keys give"
+    pos = {}
+    for name, value in names.items():
+        if name in lead:
+            if value is None:
+                return None, f"dimension {name}, ecCodes has none"
+            if name not in var.coords:
+                return None, f"no {name} coordinate (ecCodes: {_show(value)})"
+            hits = [i for i, x in enumerate(var.coords[name].values) if _key(x) == _key(value)]
+            if len(hits) != 1:
+                return None, f"{name} {_show(value)} found {len(hits)} times"
+            pos[name] = hits[0]
+        elif name in var.coords:
+            got = var.coords[name].values[()]
+            if value is not None and _key(got) != _key(value):
+                return None, f"{name} is {_show(got)}, ecCodes says {_show(value)}"
+        elif value is not None:
+            return None, f"no {name} coordinate (ecCodes: {_show(value)})"
+    return tuple(pos[d] for d in lead), ""
+
+
+def _show(x: Any) -> str:
+    if isinstance(x, np.datetime64):
+        return str(np.datetime64(x, "s"))
+    if isinstance(x, np.timedelta64):
+        return f"{int(np.timedelta64(x, 's').astype(np.int64)) / 60:g} min"
+    return f"{x}" if not isinstance(x, float) else f"{x:g}"
+
+
 # --------------------------------------------------------------------------- isolation
 
 
@@ -596,6 +896,24 @@ def _child(path: str, workdir: str, conn: Any) -> None:
     except BaseException as err:  # noqa: BLE001 - reported, not raised
         conn.send(asdict(GribOutcome(Path(path).name, "CRASH",
                                      f"{type(err).__name__}: {_one_line(err)}")))
+    finally:
+        conn.close()
+
+
+def _cfgrib_child(path: str, workdir: str, conn: Any) -> None:
+    """:func:`cfgrib_outcome` in a child: sends a :class:`GribOutcome` whose ``outcome`` and
+    ``reason`` are cfgrib's."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    t0 = time.perf_counter()
+    try:
+        outcome, reason = cfgrib_outcome(Path(path), Path(workdir))
+    except BaseException as err:  # noqa: BLE001 - reported, not raised
+        outcome, reason = "CRASH", f"{type(err).__name__}: {_one_line(err)}"
+    try:
+        conn.send(asdict(GribOutcome(Path(path).name, outcome, reason,
+                                     seconds=round(time.perf_counter() - t0, 2))))
     finally:
         conn.close()
 
@@ -615,7 +933,7 @@ def _context() -> Any:
 
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["zarrport.testing.grib_conformance", "zarrport.grib.scan",
-                                    "xarray", "zarr", "eccodes", "zarrport"])
+                                    "xarray", "zarr", "eccodes", "zarrport", "cfgrib"])
         _CONTEXT = ctx
     return _CONTEXT
 
@@ -682,26 +1000,34 @@ def check_isolated(path: Path, workdir: Path, timeout: float = TIMEOUT, *,
 
 
 def run(paths: Iterable[Path], *, timeout: float = TIMEOUT, jobs: int | None = None,
-        workdir: Path | None = None) -> list[GribOutcome]:
-    """Check every file, ``jobs`` at a time, each in its own process."""
+        workdir: Path | None = None, cfgrib: bool = True) -> list[GribOutcome]:
+    """Check every file, ``jobs`` at a time, each in its own process; with ``cfgrib``, also
+    judge cfgrib's reading of each file (:func:`cfgrib_outcome`) in a process of its own,
+    into the outcome's ``cfgrib`` / ``cfgrib_reason``."""
     import tempfile
 
     paths = sorted(paths)
     jobs = max(1, jobs or os.cpu_count() or 1)
     results: dict[Path, GribOutcome] = {}
+    cf: dict[Path, GribOutcome] = {}
     with tempfile.TemporaryDirectory(prefix="zarrport-grib-conformance-",
                                      dir=workdir) as tmp:
-        pending = list(paths)
-        running: list[_Running] = []
+        pending = [(p, None) for p in paths]
+        if cfgrib:
+            pending += [(p, _cfgrib_child) for p in paths]
+        running: list[tuple[_Running, Any]] = []
         while pending or running:
             while pending and len(running) < jobs:
-                running.append(_Running(pending.pop(0), Path(tmp), timeout))
-            for r in list(running):
+                path, target = pending.pop(0)
+                running.append((_Running(path, Path(tmp), timeout, target), target))
+            for r, target in list(running):
                 if r.poll():
                     assert r.result is not None
-                    results[r.path] = r.result
-                    running.remove(r)
+                    (cf if target is not None else results)[r.path] = r.result
+                    running.remove((r, target))
             time.sleep(0.02)
+    for p, o in cf.items():
+        results[p].cfgrib, results[p].cfgrib_reason = o.outcome, o.reason
     return [results[p] for p in paths]
 
 
@@ -744,10 +1070,29 @@ def to_markdown(outcomes: list[GribOutcome]) -> str:
         "level types, step types or grids gets a suffix for what differs (`t_isobaricInhPa`,",
         "`cfrzr_avg`, `dis06_grid1`).",
         "",
-        "| file | icechunk | manifest | .idx | variables (dims besides the grid) / reason |",
-        "|---|---|---|---|---|",
+        "The **cfgrib** column judges cfgrib on the same file against the same oracle, in a",
+        "process of its own: `cfgrib.open_datasets(path, backend_kwargs={\"indexpath\": \"\"})`,",
+        "which splits the file into as many hypercubes as it needs, so cfgrib gets its best",
+        "chance. **identical** means every message is found once, in a variable with the",
+        "message's `GRIB_paramId`, `GRIB_shortName`, `GRIB_typeOfLevel` and `GRIB_stepType`, at",
+        "the position its `time` (`dataDate`/`dataTime`/`second`), `step` (`endStep`), `number`",
+        "and level coordinate (named by `typeOfLevel`) give -- a dimension holding the value or",
+        "a scalar coordinate equal to it -- with every value equal to ecCodes' (NaN exactly",
+        "where ecCodes has none) placed by ecCodes' latitude and longitude of each point on",
+        "cfgrib's own coordinates (1-D latitude/longitude, or one per point along `values` or",
+        "`y`/`x`; longitudes compared modulo 360), and every position holding no message all",
+        "NaN. **refused** is cfgrib raising while opening or loading the file; **MISMATCH**",
+        "names the first differences: a message missing (two messages given as one field),",
+        "values differing, points at the wrong latitude/longitude, or coordinates missing.",
+        "Where several variables fit a message, the one equal to it is taken; if none or more",
+        "than one is, the message counts as unmatched.",
+        "",
+        "| file | icechunk | manifest | .idx | cfgrib | variables (dims besides the grid) / "
+        "reason |",
+        "|---|---|---|---|---|---|",
     ]
     counts: dict[str, int] = {}
+    cf_counts: dict[str, int] = {}
     for o in sorted(outcomes, key=lambda o: o.file):
         if o.outcome == "identical":
             shown = o.variables[:8] + (["..."] if len(o.variables) > 8 else [])
@@ -755,15 +1100,56 @@ def to_markdown(outcomes: list[GribOutcome]) -> str:
                 shown)
         else:
             note = o.reason
+        if o.cfgrib not in ("-", "identical"):
+            note += f"; cfgrib: {o.cfgrib_reason}"
         cells = ([o.icechunk, o.manifest] if o.outcome in ("identical", "MISMATCH")
                  or o.icechunk != "-" else [o.outcome, o.outcome])
-        lines.append(f"| `{o.file}` | {cells[0]} | {cells[1]} | {o.idx} | "
+        lines.append(f"| `{o.file}` | {cells[0]} | {cells[1]} | {o.idx} | {o.cfgrib} | "
                      f"{note.replace('|', '/')} |")
         counts[o.outcome] = counts.get(o.outcome, 0) + 1
+        if o.cfgrib != "-":
+            cf_counts[o.cfgrib] = cf_counts.get(o.cfgrib, 0) + 1
     lines += ["", "Totals (files): " + ", ".join(f"{k}: {v}" for k, v in
                                                  sorted(counts.items())), ""]
+    if cf_counts:
+        lines[lines.index("| file | icechunk | manifest | .idx | cfgrib | variables (dims "
+                          "besides the grid) / reason |"):0] = summary(outcomes) + [""]
     return "\n".join(lines)
 
 
-__all__ = ["GribOutcome", "Oracle", "check_grib_file", "check_isolated", "compare",
-           "grib_files", "idx_problems", "run", "to_markdown"]
+def tally(outcomes: list[GribOutcome]) -> dict[str, dict[str, int]]:
+    """Files per outcome, for zarrport (``outcome``) and for cfgrib (``cfgrib``)."""
+    out: dict[str, dict[str, int]] = {"zarrport": {}, "cfgrib": {}}
+    for o in outcomes:
+        out["zarrport"][o.outcome] = out["zarrport"].get(o.outcome, 0) + 1
+        if o.cfgrib != "-":
+            out["cfgrib"][o.cfgrib] = out["cfgrib"].get(o.cfgrib, 0) + 1
+    return out
+
+
+def summary(outcomes: list[GribOutcome]) -> list[str]:
+    """The totals per tool and the rule they are held to, as markdown lines."""
+    t = tally(outcomes)
+    order = ("identical", "refused", "MISMATCH", "CRASH", "HANG")
+
+    def row(tool: str) -> str:
+        c = t[tool]
+        return (f"| {tool} | " + " | ".join(str(c.get(k, 0)) for k in order) + " |")
+
+    return [
+        f"Totals over the {len(outcomes)} files (identical means exact):",
+        "",
+        "| tool | " + " | ".join(order) + " |",
+        "|---|" + "---|" * len(order),
+        row("zarrport"),
+        row("cfgrib"),
+        "",
+        "The rule (`tests/grib/test_grib_conformance.py`): zarrport is identical on at least",
+        "as many files as cfgrib, with no MISMATCH, CRASH or HANG: every file it does not",
+        "read exactly it refuses with a typed error.",
+    ]
+
+
+__all__ = ["GribOutcome", "Oracle", "cfgrib_outcome", "cfgrib_problems", "check_grib_file",
+           "check_isolated", "compare", "grib_files", "idx_problems", "run", "summary",
+           "tally", "to_markdown"]
