@@ -173,6 +173,46 @@ def test_a_source_changed_since_referencing_goes_through_icechunk(batch: Path) -
     assert sources[1] in _readers(zarrport.open_dataset(str(batch)))[0].trusted
 
 
+def test_a_source_changed_after_open_is_checked_at_every_read(batch: Path) -> None:
+    """Opened while the sources were unchanged, read after one changed: that file's chunks
+    go through Icechunk (which decides), exactly as for xarray's zarr engine."""
+    fast = zarrport.open_dataset(str(batch))
+    sources = sorted({p for r in _readers(fast) for p in r.trusted})
+    victim = Path(sources[1].removeprefix("file://"))
+    st = victim.stat()
+    try:
+        os.utime(victim, (st.st_atime, st.st_mtime + 3600))
+        outcome = []
+        for ds in (fast, _standard(batch)):
+            try:
+                outcome.append(ds.tas.values)
+            except Exception as err:  # noqa: BLE001 - Icechunk's error, whatever it is
+                outcome.append(type(err).__name__)
+        if isinstance(outcome[1], str):
+            assert outcome[0] == outcome[1]
+        else:
+            np.testing.assert_array_equal(outcome[0], outcome[1])
+    finally:
+        os.utime(victim, (st.st_atime, st.st_mtime))
+
+
+def test_group_opens_that_group(tmp_path: Path) -> None:
+    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(tmp_path / "r")))
+    session = repo.writable_session("main")
+    root = zarr.open_group(session.store, mode="w", zarr_format=3)
+    a = root.create_array("top", shape=(3,), dtype="f4", dimension_names=["x"])
+    a[:] = [1, 2, 3]
+    g = root.create_group("g")
+    b = g.create_array("inner", shape=(2,), dtype="i2", dimension_names=["y"])
+    b[:] = [7, 8]
+    session.commit("two groups")
+    ds = zarrport.open_dataset(str(tmp_path / "r"), group="g")
+    std = xr.open_dataset(open_icechunk_store((tmp_path / "r").as_uri()), engine="zarr",
+                          consolidated=False, zarr_format=3, group="g")
+    assert list(ds.data_vars) == list(std.data_vars) == ["inner"]
+    assert list(ds.inner.values) == [7, 8]
+
+
 def test_codecs_it_does_not_know_are_left_to_zarr(tmp_path: Path) -> None:
     """An Icechunk repository written by zarr with a transpose filter and sharding: those
     arrays are read by zarr; plain ones by this reader; values equal either way."""

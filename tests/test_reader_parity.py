@@ -557,3 +557,72 @@ def test_small_inline_arrays_of_other_dtypes_keep_the_fast_path(tmp_path):
     while hasattr(inner, "array"):
         inner = inner.array
     assert isinstance(inner, ReferenceArray)
+
+
+# --------------------------------------------------------------- review findings, pinned
+
+
+def test_keys_zarr_never_asks_for_are_not_chunks(tmp_path):
+    """``01``, ``+2``, `` 3`` and a key with too few parts are other keys to zarr."""
+    data = np.arange(4, dtype="<i4")
+    raw = tmp_path / "ints.bin"
+    raw.write_bytes(data.tobytes())
+    body = {
+        ".zgroup": json.dumps({"zarr_format": 2}),
+        "v/.zarray": json.dumps({"zarr_format": 2, "shape": [4], "chunks": [1],
+                                 "dtype": "<i4", "fill_value": -9, "order": "C",
+                                 "filters": None, "compressor": None}),
+        "v/.zattrs": json.dumps({"_ARRAY_DIMENSIONS": ["x"]}),
+        "v/0": [str(raw), 0, 4],
+        "v/01": [str(raw), 4, 4],
+        "v/+2": [str(raw), 8, 4],
+        "v/ 3": [str(raw), 12, 4],
+        "w/.zarray": json.dumps({"zarr_format": 2, "shape": [2, 2], "chunks": [1, 1],
+                                 "dtype": "<i4", "fill_value": -9, "order": "C",
+                                 "filters": None, "compressor": None}),
+        "w/.zattrs": json.dumps({"_ARRAY_DIMENSIONS": ["y", "z"]}),
+        "w/0.0.0": [str(raw), 0, 4],
+        "w/1": [str(raw), 4, 4],
+    }
+    out = _write(tmp_path, {"version": 1, "refs": body})
+    assert_parity(out, flag_sets=[{"mask_and_scale": False}])
+    ds = zarrport.open_dataset(str(out), mask_and_scale=False)
+    assert list(ds.v.values) == [0, -9, -9, -9]
+    assert (ds.w.values == -9).all()
+
+
+def test_a_short_parquet_record_is_an_error_not_a_shift(tmp_path):
+    import pyarrow.parquet as pq
+
+    refs = _v1(tmp_path / "s.nc")
+    pqdir = _to_parquet(refs, tmp_path / "refs.parq", record_size=2)
+    first = pqdir / "tas" / "refs.0.parq"
+    pq.write_table(pq.read_table(first).slice(0, 1), first)
+    with pytest.raises(CorruptSourceError, match="refs.0.parq has 1 rows, 2 expected"):
+        zarrport.open_dataset(str(pqdir)).tas.load()
+
+
+def test_sources_are_numbered_once_across_threads(tmp_path):
+    """Arrays of one store build their chunk tables in parallel (Dask threads): every
+    variable still reads its own file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = []
+    body = {".zgroup": json.dumps({"zarr_format": 2})}
+    for k in range(24):
+        raw = tmp_path / f"f{k}.bin"
+        raw.write_bytes(np.full(8, k, dtype="<i2").tobytes())
+        files.append(raw)
+        body[f"v{k}/.zarray"] = json.dumps({"zarr_format": 2, "shape": [8], "chunks": [8],
+                                            "dtype": "<i2", "fill_value": None,
+                                            "order": "C", "filters": None,
+                                            "compressor": None})
+        body[f"v{k}/.zattrs"] = json.dumps({"_ARRAY_DIMENSIONS": ["x"]})
+        body[f"v{k}/0"] = [str(raw), 0, 16]
+    out = _write(tmp_path, {"version": 1, "refs": body})
+    for _ in range(5):
+        ds = zarrport.open_dataset(str(out))
+        with ThreadPoolExecutor(8) as pool:
+            values = list(pool.map(lambda k, d=ds: d[f"v{k}"].values, range(24)))
+        for k, v in enumerate(values):
+            assert (v == k).all(), k

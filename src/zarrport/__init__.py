@@ -4,7 +4,9 @@ Importing zarrport changes nothing for anyone else: xarray loads its backend ent
 (:mod:`zarrport.backend`, light) whenever it guesses an engine, so this package imports its
 heavy parts on first use, sets no warning filters and no environment variables.
 ``HDF5_PLUGIN_PATH`` is set only where zarrport itself opens data with netCDF4
-(:func:`zarrport.hdf5.use_hdf5_plugins`).
+(:func:`zarrport.hdf5.use_hdf5_plugins`), and ``AWS_EC2_METADATA_DISABLED=true`` (unless
+set) only once zarrport makes its first storage client, so that it never asks a cloud
+metadata endpoint for credentials (``docs/storage.md``).
 """
 
 from __future__ import annotations

@@ -82,7 +82,8 @@ def _numcodecs_chain(zarr_array: Any) -> tuple[np.dtype, list[Any]] | None:
 class _Reader:
     """One array's chunk table and reads (see the module docstring)."""
 
-    def __init__(self, zarr_array: Any, trusted: dict[str, str], dtype: np.dtype,
+    def __init__(self, zarr_array: Any, trusted: dict[str, tuple[str, int, float]],
+                 dtype: np.dtype,
                  codecs: list[Any]) -> None:
         self.store = zarr_array.store
         self.path = zarr_array.path
@@ -153,18 +154,29 @@ class _Reader:
         self.files = [""] * len(index)
         for p, i in index.items():
             self.files[i] = p
-        local = np.array([self.trusted.get(p, "") != "" for p in self.files] or [False])
+        local = np.array([p in self.trusted for p in self.files] or [False])
         self.how[(self.how == _STORE) & virtual & local[self.source]] = _LOCAL
-        self.local_paths = [self.trusted.get(p, "") for p in self.files]
+        self.local_paths = [self.trusted.get(p, ("", 0, 0.0))[0] for p in self.files]
+        self.local_stats = [self.trusted.get(p, ("", 0, 0.0))[1:] for p in self.files]
 
     # -- bytes
-    def _pread(self, s: int, offset: int, length: int) -> bytes:
+    def _pread(self, s: int, offset: int, length: int) -> bytes | None:
+        """The bytes, or None when the file is no longer the one referenced (size or
+        modification time changed since the snapshot's provenance recorded it, checked at
+        every read): then the chunk goes through Icechunk, which decides (it refuses a
+        source modified after the commit)."""
         fd = self._fds.get(s)
         if fd is None:
             with self._lock:
                 fd = self._fds.get(s)
                 if fd is None:
-                    fd = self._fds[s] = os.open(self.local_paths[s], os.O_RDONLY)
+                    try:
+                        fd = self._fds[s] = os.open(self.local_paths[s], os.O_RDONLY)
+                    except OSError:
+                        return None  # gone or unreadable: Icechunk says what is wrong
+        st = os.fstat(fd)
+        if (st.st_size, st.st_mtime) != tuple(self.local_stats[s]):
+            return None
         data = os.pread(fd, length, offset)
         if len(data) != length:
             raise CorruptSourceError(
@@ -183,6 +195,8 @@ class _Reader:
             h = how[f]
             if h == _LOCAL:
                 out[i] = self._pread(int(source[f]), int(offset[f]), int(length[f]))
+                if out[i] is None:
+                    through.append(i)
             elif h == _STORE:
                 through.append(i)
         if through:
@@ -289,7 +303,7 @@ class IcechunkArrayWrapper(ZarrArrayWrapper):
 class IcechunkZarrStore(ZarrStore):
     """xarray's ZarrStore whose variables read through :class:`IcechunkArrayWrapper`."""
 
-    _zp_trusted: dict[str, str]
+    _zp_trusted: dict[str, tuple[str, int, float]]
 
     def open_store_variable(self, name: str) -> Any:
         var = super().open_store_variable(name)
@@ -302,10 +316,12 @@ class IcechunkZarrStore(ZarrStore):
         return var
 
 
-def trusted_sources(store: Any, url: str, storage_options: dict | None) -> dict[str, str]:
-    """Source URL -> local path, for the local files the store's snapshot references that
-    are unchanged since zarrport referenced them (same size and modification time as its
-    provenance records for this very snapshot). Empty without such provenance."""
+def trusted_sources(store: Any, url: str, storage_options: dict | None
+                    ) -> dict[str, tuple[str, int, float]]:
+    """Source URL -> (local path, size, modification time), for the local files the store's
+    snapshot references that are unchanged since zarrport referenced them (same size and
+    modification time as its provenance records for this very snapshot; checked again at
+    every read). Empty without such provenance."""
     import icechunk
 
     from zarrport import storage
@@ -316,7 +332,7 @@ def trusted_sources(store: Any, url: str, storage_options: dict | None) -> dict[
         meta = repo.lookup_snapshot(store.session.snapshot_id).metadata or {}
     except Exception:  # noqa: BLE001 - no provenance: everything through Icechunk
         return {}
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, int, float]] = {}
     for src in (meta.get(PROVENANCE_KEY) or {}).get("sources") or []:
         u = src.get("url") or ""
         if not u.startswith("file://") or src.get("mtime") is None or src.get("size") is None:
@@ -327,7 +343,7 @@ def trusted_sources(store: Any, url: str, storage_options: dict | None) -> dict[
         except OSError:
             continue
         if st.st_size == int(src["size"]) and st.st_mtime == float(src["mtime"]):
-            out[u] = path
+            out[u] = (path, st.st_size, st.st_mtime)
     return out
 
 
@@ -337,7 +353,10 @@ def open_dataset(store: Any, url: str, storage_options: dict | None = None,
     chunks read by this module where it can (see the module docstring)."""
     import xarray as xr
 
-    zstore = IcechunkZarrStore.open_group(store, mode="r", consolidated=False, zarr_format=3)
+    # xarray ignores group= when given a store object: the store opens at the group
+    group = xarray_kwargs.pop("group", None)
+    zstore = IcechunkZarrStore.open_group(store, mode="r", group=group, consolidated=False,
+                                          zarr_format=3)
     zstore._zp_trusted = trusted_sources(store, url, storage_options)
     return xr.open_dataset(store, engine="zarr", store=zstore, consolidated=False,
                            zarr_format=3, **xarray_kwargs)

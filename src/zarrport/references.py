@@ -33,7 +33,7 @@ from xarray.core import indexing
 from xarray.core.utils import FrozenDict
 
 from zarrport import storage
-from zarrport.errors import CorruptSourceError, SourceNotFoundError
+from zarrport.errors import CorruptSourceError, SourceNotFoundError, StorageError
 
 _MISSING = -1
 
@@ -79,13 +79,28 @@ class _Refs:
         self._target_index: dict[str, int] = {}
         self.chunks: dict[str, list[tuple[str, Any]]] = {}  # array -> [(chunk key, ref)]
         self.record_size: int | None = None  # kerchunk Parquet only
+        # arrays build their chunk tables in whichever (Dask) thread reads them first; the
+        # source numbering they share must never give two files one number
+        self._lock = threading.Lock()
 
     def target(self, path: str) -> int:
         i = self._target_index.get(path)
         if i is None:
-            i = self._target_index[path] = len(self.targets)
-            self.targets.append(path)
+            with self._lock:
+                i = self._target_index.get(path)
+                if i is None:
+                    i = self._target_index[path] = len(self.targets)
+                    self.targets.append(path)
         return i
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for Dask
+        state = self.__dict__.copy()
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def arrays(self) -> set[str]:
         return {k[: -len("/.zarray")] for k in self.meta if k.endswith("/.zarray")}
@@ -202,8 +217,15 @@ def _parquet_table(refs: _Refs, name: str, nchunks: int) -> dict[str, Any]:
             continue
         with fs.open(f, "rb") as fh:
             table = pq.read_table(fh)
-        cols = {c: table.column(c).to_pylist() for c in table.column_names}
         n = table.num_rows
+        if n < n_expected:
+            # every later chunk would shift onto another's reference
+            raise CorruptSourceError(
+                f"{refs.url}: {name}/refs.{i}.parq has {n} rows, {n_expected} expected "
+                f"(record_size {refs.record_size})", source=refs.url, variable=name)
+        table = table.slice(0, n_expected)  # the last record may be padded
+        cols = {c: table.column(c).to_pylist() for c in table.column_names}
+        n = n_expected
         paths.extend(cols.get("path", [None] * n))
         offsets.extend(cols.get("offset", [0] * n))
         sizes.extend(cols.get("size", [0] * n))
@@ -231,6 +253,13 @@ def first_target(url: str, kind: str, storage_options: dict | None) -> str | Non
             if isinstance(value, list) and value and isinstance(value[0], str):
                 return value[0]
     return None
+
+
+def _key_pattern(ndim: int, sep: str) -> Any:
+    import re
+
+    number = r"(?:0|[1-9][0-9]*)"
+    return re.compile(number + (re.escape(sep) + number) * (ndim - 1))
 
 
 class ReferenceArray(BackendArray):
@@ -293,13 +322,16 @@ class ReferenceArray(BackendArray):
                 if leaf == "0":
                     self._set((), value)
             return
+        # only keys of the form zarr asks for (ndim plain numbers, no sign, no leading
+        # zero): "01", "+1" or "1_0" are other keys, never read by zarr
+        canonical = _key_pattern(ndim, sep).fullmatch
+        ranges = [(leaf, value) for leaf, value in ranges if canonical(leaf)]
+        if not ranges:
+            return
         leaves = [leaf for leaf, _ in ranges]
-        try:
-            # all keys parsed in one split, placed with one fancy assignment per table
-            idx = np.array(sep.join(leaves).split(sep), dtype=np.int64).reshape(-1, ndim)
-        except ValueError:
-            idx = None  # a key of another form: parse one by one below
-        if idx is None or (idx < 0).any() or (idx >= np.array(grid)).any():
+        # all keys parsed in one split, placed with one fancy assignment per table
+        idx = np.array(sep.join(leaves).split(sep), dtype=np.int64).reshape(-1, ndim)
+        if (idx >= np.array(grid)).any():
             for leaf, value in ranges:
                 i = self._index(leaf)
                 if i is not None:
@@ -335,7 +367,11 @@ class ReferenceArray(BackendArray):
             idx = tuple(int(i) for i in np.unravel_index(n, grid)) if grid else ()
             if raw is not None:
                 self.inline[idx] = _decode_inline(bytes(raw))
-            elif isinstance(p, str) and p:
+            elif p == "":
+                raise CorruptSourceError(
+                    f"{self.refs.url}: chunk {self._key(idx)} has an empty path",
+                    source=self.refs.url, variable=self.name)
+            elif isinstance(p, str):
                 # fsspec's LazyReferenceMapper: offset 0 and size 0 mean the whole file
                 self._set(idx, [p] if (o, s) == (0, 0) else [p, o, s])
 
@@ -396,8 +432,13 @@ class ReferenceArray(BackendArray):
                 # a whole-file reference ([url]) reads to the end: no end offset
                 ends = [s + n if n >= 0 else None for s, n in zip(starts, lengths,
                                                                    strict=True)]
-                blobs = fs.cat_ranges(paths, starts, ends)
+                blobs = fs.cat_ranges(paths, starts, ends, on_error="return")
                 for i, n, blob in zip(members, lengths, blobs, strict=True):
+                    if isinstance(blob, FileNotFoundError):
+                        target = self.refs.targets[int(self.source[wanted[i]])]
+                        raise SourceNotFoundError(
+                            f"{target}, referenced by {self.refs.url}, does not exist",
+                            source=target, variable=self.name) from blob
                     if isinstance(blob, Exception):
                         raise blob
                     if n >= 0 and len(blob) != n:
@@ -423,13 +464,7 @@ class ReferenceArray(BackendArray):
             with self._lock:
                 fd = self._fds.get(s)
                 if fd is None:
-                    try:
-                        fd = os.open(target.removeprefix("file://"), os.O_RDONLY)
-                    except FileNotFoundError as err:
-                        raise SourceNotFoundError(
-                            f"{target}, referenced by {self.refs.url}, does not exist",
-                            source=target, variable=self.name) from err
-                    self._fds[s] = fd
+                    fd = self._open(s, target)
         if length < 0:
             length = os.fstat(fd).st_size - offset
         data = os.pread(fd, length, offset)
@@ -439,6 +474,25 @@ class ReferenceArray(BackendArray):
                 source=target,
             )
         return data
+
+    def _open(self, s: int, target: str) -> int:
+        """A descriptor of source ``s``, kept open for the next reads (never closed while
+        the array lives: another thread may be reading through it)."""
+        import errno
+
+        try:
+            fd = os.open(target.removeprefix("file://"), os.O_RDONLY)
+        except FileNotFoundError as err:
+            raise SourceNotFoundError(
+                f"{target}, referenced by {self.refs.url}, does not exist",
+                source=target, variable=self.name) from err
+        except OSError as err:
+            hint = (" (too many open files: raise the limit, e.g. `ulimit -n 65536`)"
+                    if err.errno in (errno.EMFILE, errno.ENFILE) else "")
+            raise StorageError(f"cannot read {target}: {err.strerror or err}{hint}",
+                               source=target, variable=self.name) from err
+        self._fds[s] = fd
+        return fd
 
     def __del__(self) -> None:
         for fd in getattr(self, "_fds", {}).values():
