@@ -36,6 +36,7 @@ from xarray.backends.zarr import ZarrArrayWrapper, ZarrStore
 from xarray.core import indexing
 
 from zarrport.errors import CorruptSourceError
+from zarrport.references import _as_index, _group_by_chunk  # one chunk grouping
 
 _MISSING, _LOCAL, _STORE = 0, 1, 2
 
@@ -263,24 +264,6 @@ class _Reader:
         if squeeze:
             out = out.reshape(tuple(s for i, s in enumerate(out_shape) if i not in squeeze))
         return out
-
-
-def _group_by_chunk(ix: np.ndarray, c: int) -> list[tuple[int, Any, Any]]:
-    """Positions ``ix`` along one dimension grouped by chunk of length ``c``."""
-    if ix.size and np.all(np.diff(ix) == 1):  # a contiguous run: pure slices
-        first, last = int(ix[0]), int(ix[-1])
-        out = []
-        for u in range(first // c, last // c + 1):
-            a, b = max(first, u * c), min(last + 1, (u + 1) * c)
-            out.append((u, slice(a - first, b - first), slice(a - u * c, b - u * c)))
-        return out
-    cidx = ix // c
-    return [(int(u), np.nonzero(cidx == u)[0], ix[cidx == u] - u * c)
-            for u in np.unique(cidx)]
-
-
-def _as_index(sel: Any) -> np.ndarray:
-    return np.arange(sel.start, sel.stop) if isinstance(sel, slice) else sel
 
 
 class IcechunkArrayWrapper(ZarrArrayWrapper):
