@@ -41,6 +41,11 @@ from zarrport.references import _as_index, _group_by_chunk  # one chunk grouping
 _MISSING, _LOCAL, _STORE = 0, 1, 2
 
 
+def _is_grib_codec(codec: Any) -> bool:
+    return type(codec).__name__ == "GribCodec" and type(codec).__module__ == (
+        "zarrport.grib.codec")
+
+
 def _numcodecs_chain(zarr_array: Any) -> tuple[np.dtype, list[Any]] | None:
     """(the on-disk dtype, the bytes-to-bytes codecs as numcodecs codecs, applied in this
     order on write) for an array this reader decodes exactly as zarr does; None otherwise."""
@@ -56,6 +61,10 @@ def _numcodecs_chain(zarr_array: Any) -> tuple[np.dtype, list[Any]] | None:
         return None
     serializer = zarr_array.serializer
     dtype = np.dtype(zarr_array.dtype)
+    if _is_grib_codec(serializer):
+        # one GRIB message a chunk, decoded by zarrport.grib itself in the reading (Dask)
+        # thread, not in zarr's event loop: messages decode in parallel
+        return (dtype, [serializer]) if not zarr_array.compressors else None
     if not isinstance(serializer, BytesCodec) or dtype.kind not in "biufc" or not chunks:
         return None
     if dtype.itemsize > 1:
@@ -213,6 +222,11 @@ class _Reader:
         return out
 
     def _decode(self, raw: bytes) -> np.ndarray:
+        if self.codecs and _is_grib_codec(self.codecs[0]):
+            from types import SimpleNamespace
+
+            spec = SimpleNamespace(dtype=self.metadata.data_type, shape=self.chunk_shape)
+            return self.codecs[0]._decode_array(raw, spec)
         buf: Any = raw
         for codec in reversed(self.codecs):
             buf = codec.decode(buf)

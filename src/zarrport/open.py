@@ -161,7 +161,7 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
         grib = _is_grib(store)
         if grib and xarray_kwargs.get("chunks") is None and not user_chunks:
             xarray_kwargs["chunks"] = {}  # forecast cycles are read lazily, with Dask
-        if grib or engine == "zarr":
+        if engine == "zarr":
             ds = xr.open_dataset(store, engine="zarr", consolidated=False, zarr_format=3,
                                  **xarray_kwargs)
         else:  # the same dataset, chunk references resolved in bulk (many times faster)
