@@ -17,8 +17,10 @@ virtual chunks of any local file that is not byte for byte the one referenced --
 trusts a local source only if the snapshot's provenance (written by zarrport with every
 commit) records it with the size and modification time it has now; Icechunk's own
 checksum check then decides about the others. Arrays whose codecs this reader does not
-know (sharding, transposes, array-to-array filters, GRIB, strings ...) and vectorized
-(point-wise) indexing go through zarr unchanged.
+know (sharding, transposes, array-to-array filters, strings ...) and vectorized
+(point-wise) indexing go through zarr unchanged. GRIB messages (the ``zarrport.grib``
+serializer) are fetched like any other chunk and decoded by that codec in the reading
+thread, so Dask threads decode messages in parallel instead of queueing on zarr's loop.
 """
 
 from __future__ import annotations
