@@ -765,8 +765,8 @@ def part_read(cycle: Cycle, sizes: Sizes, rows: list[Row], work_dir: Path) -> di
     measure(zp1, lambda: zarrport_read(repo, box, "synchronous"), sizes.repeat_read,
             check=lambda a: compare(a, want))
     zp2 = Row("read", "zarrport, two Dask threads", "context",
-              "the same with `.compute(scheduler='threads', num_workers=2)`: the codec "
-              "decodes off zarr's event loop, so two messages are decoded at a time")
+              "the same with `.compute(scheduler='threads', num_workers=2)`: each thread "
+              "decodes the messages it reads, so two are decoded at a time")
     rows.append(zp2)
     measure(zp2, lambda: zarrport_read(repo, box, "threads", 2), sizes.repeat_read,
             check=lambda a: compare(a, want))
@@ -1025,11 +1025,12 @@ def render(rows: list[Row], cycles: dict[str, Cycle], s3: dict[str, Any],
             faster = "faster" if zp_row.median < one_row.median else "slower"
             threads = (f" Here the threaded scheduler was {faster} than one thread "
                        f"({_fmt_s(zp_row.median)} vs {_fmt_s(one_row.median)}).")
-        threads += (" The `zarrport.grib` codec decodes in zarr's thread pool, off zarr's "
-                    "event loop (which every Dask thread's reads share), so Dask threads "
-                    "decode messages in parallel; on this shared 2-core machine the 2-thread "
-                    "row is bounded by what the other processes leave free (load average "
-                    "above).")
+        threads += (" zarrport's Icechunk reader fetches each message and decodes it with "
+                    "`zarrport.grib` in the Dask thread that reads it (ecCodes releases the "
+                    "GIL), not on zarr's single event loop, which every Dask thread's reads "
+                    "share, so Dask threads decode messages in parallel; on this shared "
+                    "2-core machine the 2-thread row is bounded by what the other processes "
+                    "leave free (load average above).")
         lines.append(
             "- **Regional read**: both contenders decode each tp message whole with ecCodes "
             "(complex packing with spatial differencing) and cut the box out. cfgrib first "
