@@ -22,7 +22,24 @@ import asyncio
 import concurrent.futures
 import sys
 
-__all__ = ["settle_zarr_tasks"]
+__all__ = ["settle_dask_threads", "settle_zarr_tasks"]
+
+
+def settle_dask_threads() -> None:
+    """Before the process exits: let the tasks still running in Dask's default thread pool
+    finish (those not started are cancelled). When one task of a threaded ``compute`` fails,
+    Dask raises at once while its sibling tasks keep reading and decoding (GRIB messages in
+    ecCodes, Icechunk fetches) in the pool's threads; exiting under them ends in a fatal
+    "PyGILState_Release" at interpreter finalization instead of the command's exit status
+    (dask 2026, icechunk 2.3.0). Only for the end of a process: the pool is shut down."""
+    threaded = sys.modules.get("dask.threaded")
+    pool = getattr(threaded, "default_pool", None)
+    if pool is None:
+        return
+    try:
+        pool.shutdown(wait=True, cancel_futures=True)
+    except Exception:  # noqa: BLE001 - exiting anyway
+        pass
 
 
 async def _wait_for_others() -> None:

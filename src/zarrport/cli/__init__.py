@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         # reads left in flight by a failed one must end before zarr's atexit hook closes
         # its event loop under them (teardown noise, or a crash instead of our exit status)
-        from zarrport.eventloop import settle_zarr_tasks
+        from zarrport.eventloop import settle_dask_threads, settle_zarr_tasks
+
+        settle_dask_threads()  # reads still running in Dask's threads first, then zarr's loop
 
         settle_zarr_tasks(timeout=10.0)  # bounded: exiting must not hang on a stuck read
