@@ -146,6 +146,20 @@ def test_same_values_with_dask_chunks(batch: Path) -> None:
     _assert_identical(fast.compute(), std)
 
 
+def _assert_same_outcome(fast: xr.Dataset, std: xr.Dataset) -> None:
+    """Both readers give the same values of ``tas``, or fail with the same error type."""
+    outcome = []
+    for ds in (fast, std):
+        try:
+            outcome.append(ds.tas.values)
+        except Exception as err:  # noqa: BLE001 - Icechunk's error, whatever it is
+            outcome.append(type(err).__name__)
+    if isinstance(outcome[1], str):
+        assert outcome[0] == outcome[1]
+    else:
+        np.testing.assert_array_equal(outcome[0], outcome[1])
+
+
 def test_a_source_changed_since_referencing_goes_through_icechunk(batch: Path) -> None:
     """A local source whose modification time differs from the provenance's is not read
     directly: Icechunk's own checksum check decides, as with xarray's zarr engine."""
@@ -158,16 +172,7 @@ def test_a_source_changed_since_referencing_goes_through_icechunk(batch: Path) -
         os.utime(victim, (st.st_atime, st.st_mtime + 3600))
         fast = zarrport.open_dataset(str(batch))
         assert sources[1] not in _readers(fast)[0].trusted
-        outcome = []
-        for ds in (fast, _standard(batch)):
-            try:
-                outcome.append(ds.tas.values)
-            except Exception as err:  # noqa: BLE001 - Icechunk's error, whatever it is
-                outcome.append(type(err).__name__)
-        if isinstance(outcome[1], str):
-            assert outcome[0] == outcome[1]
-        else:
-            np.testing.assert_array_equal(outcome[0], outcome[1])
+        _assert_same_outcome(fast, _standard(batch))
     finally:
         os.utime(victim, (st.st_atime, st.st_mtime))
     assert sources[1] in _readers(zarrport.open_dataset(str(batch)))[0].trusted
@@ -182,16 +187,7 @@ def test_a_source_changed_after_open_is_checked_at_every_read(batch: Path) -> No
     st = victim.stat()
     try:
         os.utime(victim, (st.st_atime, st.st_mtime + 3600))
-        outcome = []
-        for ds in (fast, _standard(batch)):
-            try:
-                outcome.append(ds.tas.values)
-            except Exception as err:  # noqa: BLE001 - Icechunk's error, whatever it is
-                outcome.append(type(err).__name__)
-        if isinstance(outcome[1], str):
-            assert outcome[0] == outcome[1]
-        else:
-            np.testing.assert_array_equal(outcome[0], outcome[1])
+        _assert_same_outcome(fast, _standard(batch))
     finally:
         os.utime(victim, (st.st_atime, st.st_mtime))
 

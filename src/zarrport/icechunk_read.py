@@ -26,7 +26,6 @@ thread, so Dask threads decode messages in parallel instead of queueing on zarr'
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import os
 import threading
@@ -38,7 +37,7 @@ from xarray.backends.zarr import ZarrArrayWrapper, ZarrStore
 from xarray.core import indexing
 
 from zarrport.errors import CorruptSourceError
-from zarrport.references import _as_index, _group_by_chunk  # one chunk grouping
+from zarrport.references import read_outer  # one chunk assembly for both readers
 
 _MISSING, _LOCAL, _STORE = 0, 1, 2
 
@@ -246,40 +245,14 @@ class _Reader:
                 if not self._table_built:
                     self._build_table()
                     self._table_built = True  # only now: never a half-built table
-        per_dim: list[np.ndarray] = []
-        squeeze: list[int] = []
-        for axis, (k, n) in enumerate(zip(key, self.shape, strict=True)):
-            if isinstance(k, slice):
-                per_dim.append(np.arange(n)[k])
-            elif isinstance(k, int | np.integer):
-                per_dim.append(np.array([int(k) % n if n else 0]))
-                squeeze.append(axis)
-            else:
-                per_dim.append(np.asarray(k, dtype=np.int64) % max(n, 1))
-        out_shape = tuple(len(ix) for ix in per_dim)
-        out = np.full(out_shape, self.fill, dtype=self.dtype)
-        if math.prod(out_shape):
-            groups = [_group_by_chunk(ix, c) for ix, c in zip(per_dim, self.chunk_shape,
-                                                                strict=True)]
-            combos = list(itertools.product(*groups))
-            flat = ([int(np.ravel_multi_index(tuple(g[0] for g in combo), self.grid))
-                     for combo in combos] if self.grid else [0])
-            blobs = self._fetch(flat)
-            fancy = any(not isinstance(g[1], slice) for grp in groups for g in grp)
-            for combo, blob in zip(combos, blobs, strict=True):
-                if blob is None:
-                    continue
-                chunk = self._decode(blob)
-                if fancy:
-                    osel: Any = np.ix_(*[_as_index(g[1]) for g in combo]) if combo else ()
-                    csel: Any = np.ix_(*[_as_index(g[2]) for g in combo]) if combo else ()
-                else:
-                    osel = tuple(g[1] for g in combo)
-                    csel = tuple(g[2] for g in combo)
-                out[osel] = chunk[csel]
-        if squeeze:
-            out = out.reshape(tuple(s for i, s in enumerate(out_shape) if i not in squeeze))
-        return out
+        grid = self.grid
+
+        def fetch(wanted: list[tuple[int, ...]]) -> list[bytes | None]:
+            return self._fetch([int(np.ravel_multi_index(i, grid)) if grid else 0
+                                for i in wanted])
+
+        return read_outer(key, self.shape, self.chunk_shape, self.fill, self.dtype, fetch,
+                          lambda blob, _idx: self._decode(blob))
 
 
 class IcechunkArrayWrapper(ZarrArrayWrapper):

@@ -543,42 +543,49 @@ class ReferenceArray(BackendArray):
                     self._build_table()
                     # only now: another thread must never see a half-filled table
                     self._table_built = True
-        # outer indexing: each element is an int, a slice or a 1-D integer array
-        per_dim: list[np.ndarray] = []
-        squeeze: list[int] = []
-        for axis, (k, n) in enumerate(zip(key, self.shape, strict=True)):
-            if isinstance(k, slice):
-                per_dim.append(np.arange(n)[k])
-            elif isinstance(k, int | np.integer):
-                per_dim.append(np.array([int(k) % n if n else 0]))
-                squeeze.append(axis)
+        return read_outer(key, self.shape, self.chunk_shape, self.fill, self.dtype,
+                          self._fetch_many, self._decode)
+
+
+def read_outer(key: tuple[Any, ...], shape: tuple[int, ...], chunk_shape: tuple[int, ...],
+               fill: Any, dtype: np.dtype, fetch: Any, decode: Any) -> np.ndarray:
+    """An outer-indexed read assembled from chunks: ``key`` holds an int, a slice or a 1-D
+    integer array per dimension; ``fetch(chunk indices)`` gives each chunk's bytes (None:
+    missing, the fill value) and ``decode(bytes, chunk index)`` the chunk as an array.
+    Shared by the kerchunk and Icechunk readers."""
+    per_dim: list[np.ndarray] = []
+    squeeze: list[int] = []
+    for axis, (k, n) in enumerate(zip(key, shape, strict=True)):
+        if isinstance(k, slice):
+            per_dim.append(np.arange(n)[k])
+        elif isinstance(k, int | np.integer):
+            per_dim.append(np.array([int(k) % n if n else 0]))
+            squeeze.append(axis)
+        else:
+            per_dim.append(np.asarray(k, dtype=np.int64) % max(n, 1))
+    out_shape = tuple(len(ix) for ix in per_dim)
+    out = np.full(out_shape, fill, dtype=dtype)
+    if math.prod(out_shape):
+        # group the wanted positions of each dimension by chunk: (chunk index, where in
+        # the output, where in the chunk) -- slices when contiguous (cheap basic indexing)
+        groups = [_group_by_chunk(ix, c) for ix, c in zip(per_dim, chunk_shape, strict=True)]
+        combos = list(itertools.product(*groups))
+        wanted = [tuple(g[0] for g in combo) for combo in combos]
+        fancy = any(not isinstance(g[1], slice) for grp in groups for g in grp)
+        for combo, idx, blob in zip(combos, wanted, fetch(wanted), strict=True):
+            if blob is None:
+                continue
+            chunk = decode(blob, idx)
+            if fancy:
+                osel: Any = np.ix_(*[_as_index(g[1]) for g in combo]) if combo else ()
+                csel: Any = np.ix_(*[_as_index(g[2]) for g in combo]) if combo else ()
             else:
-                per_dim.append(np.asarray(k, dtype=np.int64) % max(n, 1))
-        out_shape = tuple(len(ix) for ix in per_dim)
-        out = np.full(out_shape, self.fill, dtype=self.dtype)
-        if math.prod(out_shape):
-            # group the wanted positions of each dimension by chunk: (chunk index, where in
-            # the output, where in the chunk) -- slices when contiguous (cheap basic indexing)
-            groups = [_group_by_chunk(ix, c) for ix, c in zip(per_dim, self.chunk_shape,
-                                                                strict=True)]
-            combos = list(itertools.product(*groups))
-            wanted = [tuple(g[0] for g in combo) for combo in combos]
-            blobs = self._fetch_many(wanted)
-            fancy = any(not isinstance(g[1], slice) for grp in groups for g in grp)
-            for combo, blob in zip(combos, blobs, strict=True):
-                if blob is None:
-                    continue
-                chunk = self._decode(blob, tuple(g[0] for g in combo))
-                if fancy:
-                    osel: Any = np.ix_(*[_as_index(g[1]) for g in combo]) if combo else ()
-                    csel: Any = np.ix_(*[_as_index(g[2]) for g in combo]) if combo else ()
-                else:
-                    osel = tuple(g[1] for g in combo)
-                    csel = tuple(g[2] for g in combo)
-                out[osel] = chunk[csel]
-        if squeeze:
-            out = out.reshape(tuple(s for i, s in enumerate(out_shape) if i not in squeeze))
-        return out
+                osel = tuple(g[1] for g in combo)
+                csel = tuple(g[2] for g in combo)
+            out[osel] = chunk[csel]
+    if squeeze:
+        out = out.reshape(tuple(s for i, s in enumerate(out_shape) if i not in squeeze))
+    return out
 
 
 def _group_by_chunk(ix: np.ndarray, c: int) -> list[tuple[int, Any, Any]]:
