@@ -110,6 +110,19 @@ class NeedsMigrationError(ZarrportError):
     code = "needs_migration"
 
 
+class IncompleteOutputError(ZarrportError, ValueError):
+    """A store whose writing (``zarrport convert``) has not finished: resume it by running the
+    same command again."""
+
+    code = "incomplete_output"
+
+
+class SourceChangedError(VerificationError):
+    """The source changed while it was being converted."""
+
+    code = "source_changed"
+
+
 class MissingExtraError(ZarrportError, ImportError):
     """The command needs an optional part of zarrport that is not installed."""
 
@@ -134,6 +147,8 @@ EXIT_CODES: dict[str, int] = {
     "partial_failure": 9,
     "needs_migration": 10,
     "missing_extra": 11,
+    "incomplete_output": 12,
+    "source_changed": 7,
 }
 
 

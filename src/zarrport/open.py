@@ -176,6 +176,15 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
     if kind == "grib":
         return _open_grib(url, storage_options, **xarray_kwargs)
     if kind == "zarr":
+        from zarrport.convert.writer import is_incomplete
+
+        unfinished = is_incomplete(url)
+        if unfinished is not None:
+            from zarrport.errors import IncompleteOutputError
+
+            raise IncompleteOutputError(
+                f"{url} is an unfinished zarrport conversion of {unfinished.get('source')}: "
+                "run the same `zarrport convert` command again to finish it", source=url)
         fs_opts = None if url.startswith("file://") else storage.filesystem_options(
             url, storage_options)
         target = url.removeprefix("file://") if url.startswith("file://") else url
