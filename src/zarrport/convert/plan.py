@@ -352,21 +352,26 @@ def _auto_pattern(shape: tuple[int, ...], dims: tuple[str, ...], roles: dict[str
 
 
 def _shard_split(chunks: tuple[int, ...], shape: tuple[int, ...], dims: tuple[str, ...],
-                 roles: dict[str, str], itemsize: int, inner: int
+                 roles: dict[str, str], itemsize: int, inner: int, pattern: str
                  ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Shards take the planned shape; inner chunks split it (along the dimensions the
-    pattern kept long) down to about ``inner`` bytes, each dividing the shard evenly."""
+    """Shards take the planned shape; inner chunks split it down to about ``inner`` bytes,
+    each dividing the shard evenly (as the sharding codec requires). The split keeps whole
+    what the pattern reads at once: the time axis for series, the field for maps."""
     shard = list(chunks)
     inner_c = list(chunks)
-    order = sorted(range(len(shape)), key=lambda i: -inner_c[i])
+    keep = {"timeseries": {"time"}, "spatial": {"y", "x"}}.get(pattern, set())
+
+    def rank(i: int) -> tuple[int, int]:
+        return (roles[dims[i]] in keep, -inner_c[i])
+
     while math.prod(inner_c) * itemsize > 2 * inner:
-        for i in order:
-            if inner_c[i] > 1 and inner_c[i] % 2 == 0:
-                inner_c[i] //= 2
+        for i in sorted(range(len(shape)), key=rank):
+            d = next((d for d in range(inner_c[i] // 2, 0, -1) if shard[i] % d == 0), None)
+            if inner_c[i] > 1 and d:
+                inner_c[i] = d
                 break
         else:
             break
-        order = sorted(range(len(shape)), key=lambda i: -inner_c[i])
     return tuple(inner_c), tuple(shard)
 
 
@@ -387,11 +392,11 @@ def plan_variable(ds: Any, name: str, *, pattern: str = "auto", storage: str = "
     reasoning: list[str] = []
     lo, hi = STORAGE_TARGETS[storage]
     nbytes = math.prod(shape) * tgt.itemsize
+    pat = pattern
     if chunks is None and nbytes <= target:
         c = shape  # bounds, coordinates and other small variables: one chunk
         reasoning.append(f"small ({human_bytes(nbytes)}): one chunk")
     elif chunks is None:
-        pat = pattern
         if pattern == "auto":
             pat, why = _auto_pattern(shape, dims, roles)
             reasoning.append(why)
@@ -409,7 +414,7 @@ def plan_variable(ds: Any, name: str, *, pattern: str = "auto", storage: str = "
     shard_shape = None
     if shards and math.prod(c) * tgt.itemsize > 2 * SHARD_INNER[storage]:
         inner, shard_shape = _shard_split(c, shape, dims, roles, tgt.itemsize,
-                                          SHARD_INNER[storage])
+                                          SHARD_INNER[storage], pat)
         c = inner
         reasoning.append(f"shards of {human_bytes(math.prod(shard_shape) * tgt.itemsize)} "
                          f"hold inner chunks of {human_bytes(math.prod(c) * tgt.itemsize)}")

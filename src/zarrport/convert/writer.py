@@ -117,13 +117,17 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     return w, s, e, n
 
 
-def _label(v: Any) -> Any:
+def _label(v: str, index: Any) -> Any:
+    """A label as the index compares it: text for times (``2015`` is a year), numbers for
+    numeric coordinates."""
     if v == "":
         return None
-    try:
-        return float(v)
-    except ValueError:
-        return v
+    if index.dtype.kind in "iuf":
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    return v
 
 
 def _positions(index: Any, a: Any, b: Any, what: str) -> tuple[int, int]:
@@ -152,7 +156,8 @@ def selection_slices(ds_decoded: Any, select: dict[str, tuple[str, str]],
                 f"--select {dim}=...: no dimension {dim!r}; the source has "
                 f"{', '.join(map(str, ds_decoded.dims))}")
         if dim in ds_decoded.indexes:
-            out[dim] = _positions(ds_decoded.indexes[dim], _label(a), _label(b),
+            index = ds_decoded.indexes[dim]
+            out[dim] = _positions(index, _label(a, index), _label(b, index),
                                   f"--select {dim}={a}:{b}")
         else:  # no coordinate: positions
             n = ds_decoded.sizes[dim]
@@ -480,6 +485,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
 
     ds = open_dataset(src_url, storage_options=storage_options, **_open_kwargs(decoded))
     sel: dict[str, tuple[int, int]] = {}
+    ds_dec = None
     if select or bbox:
         ds_dec = open_dataset(src_url, storage_options=storage_options)
         sel = selection_slices(ds_dec, select or {}, bbox)
@@ -493,7 +499,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
     ds = ds[names]
     if sel:
         ds = ds.isel({d: slice(a, b) for d, (a, b) in sel.items()})
-        _alignment_check(full, names, sel, strict, warn)
+        _alignment_check(full, ds_dec, names, sel, strict, warn)
 
     # the plan
     if plan is not None and not isinstance(plan, Plan):
@@ -585,24 +591,43 @@ def _select_plan(plan: Plan, names: list[str], variables: list[str] | None) -> P
     return plan
 
 
-def _alignment_check(ds: Any, names: list[str], sel: dict[str, tuple[int, int]], strict: bool,
-                     warn: Callable[[str], None]) -> None:
-    for d, (a, b) in sel.items():
-        sc = max((source_chunking(ds[n])[0][ds[n].dims.index(d)] for n in names
-                  if d in ds[n].dims), default=1)
-        wider = cuts_source_chunks(a, b, ds.sizes[d], sc)
-        if wider is None:
+def _alignment_check(ds: Any, ds_dec: Any, names: list[str], sel: dict[str, tuple[int, int]],
+                     strict: bool, warn: Callable[[str], None]) -> None:
+    """A selection whose edges fall inside source chunks reads those chunks whole and keeps
+    part of them: a warning (an error with ``strict``) naming the aligned selection."""
+    seen = set()
+    big = sorted(names, key=lambda n: -ds[n].size)[:1] + [
+        n for n in names if ds[n].size >= 2**20]
+    for n in dict.fromkeys(big):
+        src_chunks, layout = source_chunking(ds[n])
+        if layout == "contiguous":
             continue
-        labels = ""
-        if d in ds.indexes:
-            idx = ds.indexes[d]
-            labels = f" (values {idx[wider[0]]}..{idx[wider[1] - 1]})"
-        msg = (f"the selection {d}[{a}:{b}] cuts source chunks of {sc} along {d}: their "
-               f"edges are read but not kept; the aligned selection is {d}[{wider[0]}:"
-               f"{wider[1]}]{labels}")
-        if strict:
-            raise InvalidArgumentError(msg + " (--strict)")
-        warn(msg)
+        for d, (a, b) in sel.items():
+            if d not in ds[n].dims:
+                continue
+            sc = src_chunks[ds[n].dims.index(d)]
+            wider = cuts_source_chunks(a, b, ds.sizes[d], sc)
+            if wider is None or (d, sc) in seen:
+                continue
+            seen.add((d, sc))
+            labels = ""
+            if d in ds_dec.indexes:
+                idx = ds_dec.indexes[d]
+                labels = f", i.e. {d}={_fmt_label(idx[wider[0]])}:" \
+                         f"{_fmt_label(idx[wider[1] - 1])}"
+            msg = (f"the selection {d}[{a}:{b}] cuts {n}'s source chunks of {sc} along {d}: "
+                   f"their edges are read but not kept; the aligned selection is "
+                   f"{d}[{wider[0]}:{wider[1]}]{labels}")
+            if strict:
+                raise InvalidArgumentError(msg + " (--strict)")
+            warn(msg)
+
+
+def _fmt_label(v: Any) -> str:
+    if hasattr(v, "strftime"):
+        midnight = (getattr(v, "hour", 0), getattr(v, "minute", 0), getattr(v, "second", 0))
+        return v.strftime("%Y-%m-%d" if midnight == (0, 0, 0) else "%Y-%m-%dT%H:%M:%S")
+    return f"{v:g}" if isinstance(v, float | np.floating) else str(v)
 
 
 def _worker_count(workers: int | None, scheduler: Any) -> int:
