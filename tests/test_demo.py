@@ -21,6 +21,9 @@ def test_demo_runs(tmp_path):
     # rewritten after the new year landed: the extent covers both years (to the end bound)
     interval = json.loads(tas.read_text())["extent"]["temporal"]["interval"][0]
     assert interval[0].startswith("2015") and interval[1].startswith("2017")  # bounds end Jan 1
+    # the hot variable converted to time-series chunks, validated, and the read speed-up
+    assert "validated:" in proc.stdout and "faster" in proc.stdout
+    assert (out / "tas-series.zarr" / "zarr.json").exists()
     # forecasts: two cycles, one commit each, the same cycle again changes nothing
     assert "created: cycle 2025-01-01T00Z, 5 members x 8 steps" in proc.stdout
     assert "appended: cycle 2025-01-01T06Z" in proc.stdout

@@ -36,6 +36,9 @@ _SHARDS = click.option("--shards", is_flag=True,
 _MEMORY = click.option("--max-memory", default="2GB", show_default=True, metavar="SIZE",
                        help="Memory limit per worker process (Python and libraries included); "
                        "regions that cannot fit are refused before anything is written.")
+_GROUP = click.option("--group", metavar="PATH",
+                      help="NetCDF-4/HDF5 group (or Zarr/Icechunk group) to convert; default "
+                      "the root.")
 _VARIABLES = click.option("--variables", "variables", multiple=True, metavar="NAME",
                           help="Only these variables (repeatable, or comma-separated); their "
                           "coordinates' bounds come along.")
@@ -85,10 +88,11 @@ def print_plan(plan: Any) -> None:
 @_SHARDS
 @_MEMORY
 @_VARIABLES
+@_GROUP
 @storage_option
 @json_flag
 def plan_cmd(source: str, pattern: str, storage_kind: str, target_chunk_mb: float | None,
-             shards: bool, max_memory: str, variables: tuple[str, ...],
+             shards: bool, max_memory: str, variables: tuple[str, ...], group: str | None,
              storage_options: tuple[str, ...], as_json: bool) -> None:
     """Plan target chunks (and shards) per variable for an access pattern.
 
@@ -103,12 +107,11 @@ def plan_cmd(source: str, pattern: str, storage_kind: str, target_chunk_mb: floa
     """
     from zarrport import storage
     from zarrport.convert.plan import make_plan, parse_size
-    from zarrport.convert.writer import _open_kwargs
-    from zarrport.open import open_dataset
+    from zarrport.convert.writer import open_source
 
     opts = parse_storage_options(storage_options)
     url = storage.normalize_url(source)
-    ds = open_dataset(url, storage_options=opts, **_open_kwargs(False))
+    ds = open_source(url, opts, group=group)
     plan = make_plan(ds, url, pattern=pattern, storage=storage_kind,
                      target_chunk_bytes=int(target_chunk_mb * 2**20) if target_chunk_mb else None,
                      shards=shards, max_memory=parse_size(max_memory), variables=_names(variables))
@@ -139,6 +142,7 @@ def plan_cmd(source: str, pattern: str, storage_kind: str, target_chunk_mb: floa
               help="Labels to keep along a dimension, e.g. time=2015:2044 (repeatable).")
 @click.option("--bbox", metavar="W,S,E,N", help="Longitude/latitude box to keep (degrees).")
 @_VARIABLES
+@_GROUP
 @click.option("--decoded", is_flag=True,
               help="Write decoded floats (scale/offset applied, fill values as NaN) instead of "
               "the stored packed values with their scale_factor/add_offset.")
@@ -153,8 +157,9 @@ def convert_cmd(source: str, output: str, plan_file: str | None, pattern: str,
                 storage_kind: str, target_chunk_mb: float | None, shards: bool, codec: str,
                 level: int | None, max_memory: str, workers: int | None,
                 scheduler: str | None, select: tuple[str, ...], bbox: str | None,
-                variables: tuple[str, ...], decoded: bool, validate: bool, strict: bool,
-                overwrite: bool, storage_options: tuple[str, ...], as_json: bool) -> None:
+                variables: tuple[str, ...], group: str | None, decoded: bool,
+                validate: bool, strict: bool, overwrite: bool,
+                storage_options: tuple[str, ...], as_json: bool) -> None:
     """Convert SOURCE into a Zarr v3 store chunked for an access pattern.
 
     SOURCE is anything zarrport opens: NetCDF files, kerchunk references, Icechunk
@@ -177,7 +182,8 @@ def convert_cmd(source: str, output: str, plan_file: str | None, pattern: str,
         target_chunk_mb=target_chunk_mb, shards=shards, codec=codec, level=level,
         max_memory=max_memory, workers=workers, scheduler=scheduler, select=list(select),
         bbox=bbox, variables=_names(variables), validate=validate, overwrite=overwrite,
-        strict=strict, decoded=decoded, storage_options=parse_storage_options(storage_options),
+        strict=strict, decoded=decoded, group=group,
+        storage_options=parse_storage_options(storage_options),
         progress=bar, warn=lambda m: click.echo(f"zarrport: warning: {m}", err=True))
     bar.close()
     if as_json:

@@ -68,6 +68,8 @@ def make_jobs(var: str, shape: tuple[int, ...], src_chunks: tuple[int, ...],
     are that many regions."""
     if not shape:
         return [Job(var, 0, (), (), src_itemsize)]
+    if 0 in shape:  # an empty array: its metadata is all there is
+        return []
     bounds = regions(shape, src_chunks, offsets, unit)
     counts = [len(b) - 1 for b in bounds]
     n_regions = math.prod(counts)

@@ -238,7 +238,7 @@ def region_shape(shape: tuple[int, ...], source_chunks: tuple[int, ...],
                  unit: tuple[int, ...]) -> tuple[int, ...]:
     """Per dimension, the least common multiple of source chunk and write unit (capped at
     the dimension's length): the smallest block both grids agree on."""
-    return tuple(min(n, math.lcm(max(1, s), max(1, u)))
+    return tuple(max(1, min(n, math.lcm(max(1, s), max(1, u))))
                  for n, s, u in zip(shape, source_chunks, unit, strict=True))
 
 
@@ -248,7 +248,7 @@ def footprint(region: tuple[int, ...], chunks: tuple[int, ...], src_itemsize: in
     target buffer, and the codec's working copies (raw + compressed per chunk in flight)."""
     elems = math.prod(region)
     chunk_elems = math.prod(chunks)
-    n_chunks = math.prod(-(-r // c) for r, c in zip(region, chunks, strict=True))
+    n_chunks = math.prod(-(-r // max(1, c)) for r, c in zip(region, chunks, strict=True))
     codec = min(n_chunks, CODEC_CONCURRENCY) * chunk_elems * tgt_itemsize * 2
     return elems * src_itemsize + elems * tgt_itemsize + codec
 
@@ -272,7 +272,7 @@ def read_costs(shape: tuple[int, ...], roles: dict[str, str], dims: tuple[str, .
         if contiguous:  # reads exactly what is selected, in runs
             out[read] = ReadCost(chunks=1, bytes=math.prod(sel) * itemsize)
             continue
-        n_chunks = math.prod(-(-s // c) for s, c in zip(sel, chunks, strict=True))
+        n_chunks = math.prod(-(-s // max(1, c)) for s, c in zip(sel, chunks, strict=True))
         out[read] = ReadCost(chunks=n_chunks, bytes=n_chunks * math.prod(chunks) * itemsize)
     return out
 
@@ -394,7 +394,7 @@ def plan_variable(ds: Any, name: str, *, pattern: str = "auto", storage: str = "
     nbytes = math.prod(shape) * tgt.itemsize
     pat = pattern
     if chunks is None and nbytes <= target:
-        c = shape  # bounds, coordinates and other small variables: one chunk
+        c = tuple(max(1, n) for n in shape)  # bounds and other small variables: one chunk
         reasoning.append(f"small ({human_bytes(nbytes)}): one chunk")
     elif chunks is None:
         if pattern == "auto":

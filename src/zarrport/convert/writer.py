@@ -58,6 +58,7 @@ from zarrport.errors import (
     OutputNotWritableError,
     SourceChangedError,
     StorageError,
+    UnsupportedVariableError,
     VerificationError,
     ZarrportError,
 )
@@ -251,14 +252,55 @@ def _open_source(spec: dict[str, Any]) -> Any:
 
         use_hdf5_plugins()
         ds = open_dataset(spec["source"], storage_options=spec.get("storage_options"),
-                          **_open_kwargs(spec["decoded"]))
+                          **_open_kwargs(spec["decoded"], spec.get("group")))
         _CACHE.clear()  # one source per process at a time
         _CACHE[key] = ds
     return ds
 
 
-def _open_kwargs(decoded: bool) -> dict[str, Any]:
-    return {"decode_times": False, "decode_timedelta": False, "mask_and_scale": decoded}
+def _open_kwargs(decoded: bool, group: str | None = None) -> dict[str, Any]:
+    kw: dict[str, Any] = {"decode_times": False, "decode_timedelta": False,
+                          "mask_and_scale": decoded}
+    if group:
+        kw["group"] = group
+    return kw
+
+
+def open_source(url: str, storage_options: dict | None, decoded: bool = False,
+                group: str | None = None) -> Any:
+    """The source as a conversion reads it (values as stored, CF attributes as they are);
+    what xarray cannot open is one line naming the source."""
+    from zarrport.open import open_dataset
+
+    try:
+        ds = open_dataset(url, storage_options=storage_options, **_open_kwargs(decoded, group))
+    except ZarrportError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, NotImplementedError) as err:
+        raise UnsupportedVariableError(
+            f"{url}{f' group {group}' if group else ''} cannot be opened for conversion: "
+            f"{type(err).__name__}: {err}", source=url) from err
+    if not any(v.ndim >= 1 for v in ds.data_vars.values()):
+        raise InvalidArgumentError(
+            f"nothing to convert: {url} has no data variables"
+            f"{f' in group {group}' if group else ' at its root'}{_groups_hint(url)}",
+            source=url)
+    return ds
+
+
+def _groups_hint(url: str) -> str:
+    """'; its groups: /a, /b (pass --group)' for a local NetCDF-4/HDF5 file with groups."""
+    if not url.startswith("file://"):
+        return ""
+    try:
+        import h5py
+
+        names: list[str] = []
+        with h5py.File(url.removeprefix("file://"), "r") as f:
+            f.visit(lambda n: names.append("/" + n) if isinstance(f[n], h5py.Group) else None)
+    except Exception:
+        return ""
+    return f"; its groups: {', '.join(names[:10])} (pass --group)" if names else ""
 
 
 def _out_array(path: str, var: str) -> Any:
@@ -449,7 +491,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
             bbox: tuple[float, float, float, float] | str | None = None,
             variables: list[str] | None = None, validate: bool = False,
             overwrite: bool = False, strict: bool = False, decoded: bool = False,
-            storage_options: dict | None = None,
+            group: str | None = None, storage_options: dict | None = None,
             progress: Callable[[int, int, dict[str, Any]], None] | None = None,
             warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Convert ``source`` (anything :func:`zarrport.open_dataset` opens) into a Zarr v3 store
@@ -483,11 +525,12 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
         bbox = parse_bbox(bbox)
     codec_chain(codec, level, 4)  # a bad codec or level fails before anything is opened
 
-    ds = open_dataset(src_url, storage_options=storage_options, **_open_kwargs(decoded))
+    ds = open_source(src_url, storage_options, decoded, group)
     sel: dict[str, tuple[int, int]] = {}
     ds_dec = None
     if select or bbox:
-        ds_dec = open_dataset(src_url, storage_options=storage_options)
+        ds_dec = open_dataset(src_url, storage_options=storage_options,
+                              **({"group": group} if group else {}))
         sel = selection_slices(ds_dec, select or {}, bbox)
     names = convertible_variables(ds, variables)
     # bounds of kept coordinates come along
@@ -543,6 +586,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
         fingerprint = source_fingerprint(src_url, kind, storage_options)
         doc = {"source": src_url, "plan": plan.to_dict(), "codec": codec, "level": level,
                "select": {k: list(v) for k, v in sel.items()}, "decoded": decoded,
+               "group": group,
                "jobs": len(jobs)}
         state = _prepare(out, doc, fingerprint, overwrite)
         if state is None:  # a fresh start: the metadata of the whole store, then the state
@@ -553,6 +597,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
                 shutil.rmtree(out, ignore_errors=True)
                 raise
         spec = {"source": src_url, "storage_options": storage_options, "decoded": decoded,
+                "group": group,
                 "output": str(out), "fingerprint": fingerprint,
                 "single_file": kind in ("netcdf4", "netcdf3", "grib")}
         todo = [j for j in jobs if j.key not in state.done]
@@ -572,7 +617,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
             vspec = dict(spec, validate=True)
             _run(jobs, vspec, client, n_workers, None, vstats, None, 0, len(jobs), src_url,
                  kind, storage_options, fingerprint, what="validating")
-            _validate_metadata(src_url, str(out), storage_options, decoded, plan)
+            _validate_metadata(src_url, str(out), storage_options, decoded, plan, group)
             summary["validated"] = {"jobs": len(jobs), "values": int(sum(
                 math.prod(b - a for a, b in j.out) for j in jobs)),
                 "seconds": round(time.perf_counter() - t_v, 3)}
@@ -828,12 +873,12 @@ def _summary(out: Path, plan: Plan, jobs: list[Job], stats: _Stats, t0: float, s
 
 
 def _validate_metadata(src: str, out: str, storage_options: dict | None, decoded: bool,
-                       plan: Plan) -> None:
+                       plan: Plan, group: str | None) -> None:
     """Coordinates and attributes of the output match the source's (values are checked by
     the validation jobs)."""
     from zarrport.open import open_dataset
 
-    a = open_dataset(src, storage_options=storage_options, **_open_kwargs(decoded))
+    a = open_dataset(src, storage_options=storage_options, **_open_kwargs(decoded, group))
     b = open_dataset("file://" + out, **_open_kwargs(decoded))
     for name in b.variables:
         if name not in a.variables:
