@@ -15,6 +15,7 @@ from zarrport.cli.options import (
     human_bytes,
     json_flag,
     parse_storage_options,
+    skip_unsupported_flag,
     storage_option,
 )
 
@@ -143,6 +144,7 @@ def plan_cmd(source: str, pattern: str, storage_kind: str, target_chunk_mb: floa
 @click.option("--bbox", metavar="W,S,E,N", help="Longitude/latitude box to keep (degrees).")
 @_VARIABLES
 @_GROUP
+@skip_unsupported_flag
 @click.option("--decoded", is_flag=True,
               help="Write decoded floats (scale/offset applied, fill values as NaN) instead of "
               "the stored packed values with their scale_factor/add_offset.")
@@ -157,7 +159,8 @@ def convert_cmd(source: str, output: str, plan_file: str | None, pattern: str,
                 storage_kind: str, target_chunk_mb: float | None, shards: bool, codec: str,
                 level: int | None, max_memory: str, workers: int | None,
                 scheduler: str | None, select: tuple[str, ...], bbox: str | None,
-                variables: tuple[str, ...], group: str | None, decoded: bool,
+                variables: tuple[str, ...], group: str | None, skip_unsupported: bool,
+                decoded: bool,
                 validate: bool, strict: bool, overwrite: bool,
                 storage_options: tuple[str, ...], as_json: bool) -> None:
     """Convert SOURCE into a Zarr v3 store chunked for an access pattern.
@@ -182,7 +185,7 @@ def convert_cmd(source: str, output: str, plan_file: str | None, pattern: str,
         target_chunk_mb=target_chunk_mb, shards=shards, codec=codec, level=level,
         max_memory=max_memory, workers=workers, scheduler=scheduler, select=list(select),
         bbox=bbox, variables=_names(variables), validate=validate, overwrite=overwrite,
-        strict=strict, decoded=decoded, group=group,
+        strict=strict, decoded=decoded, group=group, skip_unsupported=skip_unsupported,
         storage_options=parse_storage_options(storage_options),
         progress=bar, warn=lambda m: click.echo(f"zarrport: warning: {m}", err=True))
     bar.close()
@@ -233,6 +236,8 @@ def print_summary(s: dict[str, Any]) -> None:
         click.echo(f"  {name:<14} chunks {_shape(v['chunks'])}{shards}; "
                    f"{human_bytes(v['uncompressed_bytes'])} -> "
                    f"{human_bytes(v['bytes_written'])} ({ratio})")
+    if s.get("skipped"):
+        click.echo(f"  left out (unsupported data types): {', '.join(s['skipped'])}")
     peaks = s.get("peak_memory_per_worker") or []
     if peaks:
         click.echo(f"  peak memory per worker: {', '.join(human_bytes(p) for p in peaks)}")

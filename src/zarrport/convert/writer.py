@@ -267,13 +267,35 @@ def _open_kwargs(decoded: bool, group: str | None = None) -> dict[str, Any]:
 
 
 def open_source(url: str, storage_options: dict | None, decoded: bool = False,
-                group: str | None = None) -> Any:
+                group: str | None = None, skip_unsupported: bool = False,
+                skipped: list[str] | None = None) -> Any:
     """The source as a conversion reads it (values as stored, CF attributes as they are);
-    what xarray cannot open is one line naming the source."""
+    what xarray cannot open is one line naming the source. Variables the reader leaves out
+    (netCDF4 skips opaque, compound and some VLEN types with a warning) are an error unless
+    ``skip_unsupported``; their names go to ``skipped``."""
+    import re
+
     from zarrport.open import open_dataset
 
     try:
-        ds = open_dataset(url, storage_options=storage_options, **_open_kwargs(decoded, group))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = open_dataset(url, storage_options=storage_options,
+                              **_open_kwargs(decoded, group))
+        left_out = []
+        for w in caught:
+            text = str(w.message)
+            m = re.search(r"variable '([^']+)' has unsupported.*skipping", text)
+            if m or re.search(r"unsupported .*type, skipping", text):
+                left_out.append(m.group(1) if m else text.strip(" .").split(",")[0])
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if left_out and not skip_unsupported:
+            raise UnsupportedVariableError(
+                f"{url}: the reader cannot read {', '.join(left_out)} (unsupported data type);"
+                " pass --skip-unsupported to convert the rest", source=url)
+        if skipped is not None:
+            skipped.extend(left_out)
     except ZarrportError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, NotImplementedError) as err:
@@ -491,7 +513,8 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
             bbox: tuple[float, float, float, float] | str | None = None,
             variables: list[str] | None = None, validate: bool = False,
             overwrite: bool = False, strict: bool = False, decoded: bool = False,
-            group: str | None = None, storage_options: dict | None = None,
+            group: str | None = None, skip_unsupported: bool = False,
+            storage_options: dict | None = None,
             progress: Callable[[int, int, dict[str, Any]], None] | None = None,
             warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Convert ``source`` (anything :func:`zarrport.open_dataset` opens) into a Zarr v3 store
@@ -525,7 +548,8 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
         bbox = parse_bbox(bbox)
     codec_chain(codec, level, 4)  # a bad codec or level fails before anything is opened
 
-    ds = open_source(src_url, storage_options, decoded, group)
+    skipped: list[str] = []
+    ds = open_source(src_url, storage_options, decoded, group, skip_unsupported, skipped)
     sel: dict[str, tuple[int, int]] = {}
     ds_dec = None
     if select or bbox:
@@ -611,6 +635,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
                 "it again with --overwrite")
         _finish(out, doc)
         summary = _summary(out, plan, jobs, stats, t_start, src_url, done0, codec, level)
+        summary["skipped"] = skipped
         if validate:
             t_v = time.perf_counter()
             vstats = _Stats()
