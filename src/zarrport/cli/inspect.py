@@ -12,16 +12,28 @@ from zarrport.cli.options import echo_json, json_flag, parse_storage_options, st
 @click.argument("source")
 @json_flag
 @click.option("--group", default=None, metavar="PATH",
-              help="Inspect this HDF5/NetCDF-4 group instead of the root group.")
+              help="Inspect this HDF5/NetCDF-4 group instead of the root group (with "
+                   "--profile: a group of any SOURCE).")
 @storage_option
 @click.option("--subchunk-mb", type=float, default=16.0, show_default=True,
               help="Sub-chunk target for uncompressed contiguous variables (as virtualize).")
 @click.option("--inline-limit-mb", type=float, default=4.0, show_default=True,
               help="Variables that cannot be referenced are inlined up to this size "
                    "(as virtualize).")
-def inspect_command(source: str, as_json: bool, group: str | None,
+@click.option("--profile", is_flag=True,
+              help="Profile the chunks instead: per variable the chunk shape and count, the "
+                   "stored chunk sizes (min/median/max/total, histogram), the compression "
+                   "ratio and the time to read one chunk. SOURCE may then also be a Zarr "
+                   "store, an Icechunk repository or kerchunk references (not GRIB).")
+@click.option("--read", "read", metavar="'VAR[SEL]'",
+              help="With the profile (implies --profile): how many chunks and bytes this "
+                   "selection touches, and how long it takes to read, e.g. 'tas[:, 10, 20]' "
+                   "(integers, negative from the end, and step-1 slices a:b; missing "
+                   "trailing indices mean ':').")
+@click.pass_context
+def inspect_command(ctx: click.Context, source: str, as_json: bool, group: str | None,
                     storage_options: tuple[str, ...], subchunk_mb: float,
-                    inline_limit_mb: float) -> None:
+                    inline_limit_mb: float, profile: bool, read: str | None) -> None:
     """Pre-flight check: what virtualize will do with each variable of SOURCE.
 
     SOURCE is one NetCDF-4/HDF5, NetCDF-3 or GRIB file (recognised by its bytes): a local
@@ -45,13 +57,40 @@ def inspect_command(source: str, as_json: bool, group: str | None,
     verdict); bad input (missing, empty, not NetCDF/HDF5/GRIB, truncated) exits non-zero
     with one line on stderr.
 
+    With --profile (or --read, which implies it) inspect profiles SOURCE's chunks instead:
+    SOURCE is then a Zarr v2/v3 store, an Icechunk repository, kerchunk JSON/Parquet
+    references or a NetCDF-4/HDF5 or NetCDF-3 file (not GRIB), --group a group of any of
+    them, and --subchunk-mb/--inline-limit-mb do not apply. Reads are timed through
+    zarrport.open_dataset (median of 3, after one untimed read).
+
     \b
     Examples:
       zarrport inspect data/tas_day_2015.nc
       zarrport inspect data/tas_day_2015.nc --json | jq .summary
       zarrport inspect data/era5_t2m.grib2 --json | jq .grib.grids
       zarrport inspect s3://bucket/tas.nc --storage-option anon=true
+      zarrport inspect tas.icechunk --profile
+      zarrport inspect tas.json --read 'tas[:, 10, 20]' --json | jq .read
     """
+    if profile or read is not None:
+        from click.core import ParameterSource
+
+        from zarrport.errors import InvalidArgumentError
+        from zarrport.inspect.profile import profile_source, render_profile
+
+        for param in ("subchunk_mb", "inline_limit_mb"):
+            if ctx.get_parameter_source(param) is not ParameterSource.DEFAULT:
+                raise InvalidArgumentError(
+                    f"--{param.replace('_', '-')} sets up the pre-flight report; it does not "
+                    "apply to --profile")
+        result = profile_source(source, storage_options=parse_storage_options(storage_options),
+                                group=group, read=read)
+        if as_json:
+            echo_json(result.to_dict())
+        else:
+            click.echo(render_profile(result), nl=False)
+        return
+
     from zarrport.inspect import inspect_source, render_text
 
     report = inspect_source(
