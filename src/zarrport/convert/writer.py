@@ -165,7 +165,9 @@ def selection_slices(ds_decoded: Any, select: dict[str, tuple[str, str]],
             out[dim] = slice(int(a) if a else None, int(b) if b else None).indices(n)[:2]
     if bbox is not None:
         w, s, e, n = bbox
-        name = next(iter(ds_decoded.data_vars), None)
+        # the largest field names the spatial dimensions (not a bounds variable)
+        name = max(ds_decoded.data_vars, key=lambda k: (ds_decoded[k].ndim,
+                                                        ds_decoded[k].size), default=None)
         roles = dim_roles(ds_decoded, name) if name else {}
         ydim = next((d for d, r in roles.items() if r == "y"), None)
         xdim = next((d for d, r in roles.items() if r == "x"), None)
