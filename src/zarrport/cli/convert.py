@@ -18,6 +18,7 @@ from zarrport.cli.options import (
     skip_unsupported_flag,
     storage_option,
 )
+from zarrport.errors import InvalidArgumentError
 
 _PATTERN = click.option(
     "--pattern", type=click.Choice(["timeseries", "spatial", "balanced", "auto"]),
@@ -124,8 +125,15 @@ def plan_cmd(source: str, pattern: str, storage_kind: str, target_chunk_mb: floa
 
 @cli.command("convert")
 @click.argument("source")
-@click.option("-o", "--output", required=True, metavar="OUT.zarr",
+@click.option("-o", "--output", metavar="OUT.zarr",
               help="The Zarr v3 store to write (a local directory).")
+@click.option("--into", "into", metavar="REPO.icechunk",
+              help="Instead of a new store, write the selected variables/range as native "
+              "chunks into this Icechunk repository (the one holding the virtual "
+              "references), keeping its chunking and codecs, in one commit (--workers are "
+              "then threads of one process, bounded as a whole by --max-memory).")
+@click.option("--branch", metavar="NAME", help="With --into: the branch to commit on "
+              "(default: main).")
 @click.option("--plan", "plan_file", metavar="FILE",
               help="A plan from `zarrport plan --json` (else one is made from --pattern).")
 @_PATTERN
@@ -155,7 +163,8 @@ def plan_cmd(source: str, pattern: str, storage_kind: str, target_chunk_mb: floa
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @storage_option
 @json_flag
-def convert_cmd(source: str, output: str, plan_file: str | None, pattern: str,
+def convert_cmd(source: str, output: str | None, into: str | None, branch: str | None,
+                plan_file: str | None, pattern: str,
                 storage_kind: str, target_chunk_mb: float | None, shards: bool, codec: str,
                 level: int | None, max_memory: str, workers: int | None,
                 scheduler: str | None, select: tuple[str, ...], bbox: str | None,
@@ -176,9 +185,27 @@ def convert_cmd(source: str, output: str, plan_file: str | None, pattern: str,
       zarrport convert tas.icechunk -o tas-series.zarr --pattern timeseries --shards
       zarrport convert tas.icechunk -o tas.zarr --plan plan.json --max-memory 2GB --validate
       zarrport convert data/*.nc ... (virtualize first: zarrport virtualize, then convert)
+
+    With --into REPO.icechunk, the chunks of the selected variables and range become native
+    chunks of that repository, so hot data no longer depends on the source files while the
+    rest stays virtual (a hybrid store; SOURCE is usually the repository itself):
+
+    \b
+      zarrport convert tas.icechunk --into tas.icechunk --select time=2015-01-01:2016-12-31
     """
     from zarrport.convert.writer import convert
 
+    if (output is None) == (into is None):
+        raise InvalidArgumentError(
+            "give -o/--output OUT.zarr (a new Zarr store) or --into REPO.icechunk (a hybrid "
+            f"store){', not both' if output else ''}")
+    if into is not None:
+        _convert_into(source, into, branch=branch, max_memory=max_memory, workers=workers,
+                      select=select, bbox=bbox, variables=variables, validate=validate,
+                      strict=strict, storage_options=storage_options, as_json=as_json)
+        return
+    if branch is not None:
+        raise InvalidArgumentError("--branch goes with --into (the branch to commit on)")
     bar = _Progress(enabled=not as_json and sys.stderr.isatty())
     summary = convert(
         source, output, plan=plan_file, pattern=pattern, storage_kind=storage_kind,
@@ -193,6 +220,54 @@ def convert_cmd(source: str, output: str, plan_file: str | None, pattern: str,
         echo_json(summary)
         return
     print_summary(summary)
+
+
+#: options of a new store that --into does not take: the repository keeps its own
+_NOT_WITH_INTO = ("plan_file", "pattern", "storage_kind", "target_chunk_mb", "shards", "codec",
+                  "level", "scheduler", "decoded", "overwrite")
+
+
+def _convert_into(source: str, into: str, *, branch: str | None, max_memory: str,
+                  workers: int | None, select: tuple[str, ...], bbox: str | None,
+                  variables: tuple[str, ...], validate: bool, strict: bool,
+                  storage_options: tuple[str, ...], as_json: bool) -> None:
+    from click.core import ParameterSource
+
+    from zarrport.convert.hybrid import convert_into
+
+    ctx = click.get_current_context()
+    given = [p for p in ctx.command.params if p.name in _NOT_WITH_INTO
+             and ctx.get_parameter_source(p.name) != ParameterSource.DEFAULT]
+    if given:
+        opt = max(given[0].opts, key=len)
+        raise InvalidArgumentError(
+            f"{opt} does not go with --into: the repository's chunking and codecs are kept "
+            "(materialized chunks are written exactly as the virtual ones were stored)")
+    bar = _Progress(enabled=not as_json and sys.stderr.isatty())
+    summary = convert_into(
+        source, into, branch=branch or "main", max_memory=max_memory, workers=workers,
+        select=list(select), bbox=bbox, variables=_names(variables), validate=validate,
+        strict=strict, storage_options=parse_storage_options(storage_options), progress=bar,
+        warn=lambda m: click.echo(f"zarrport: warning: {m}", err=True))
+    bar.close()
+    if as_json:
+        echo_json(summary)
+        return
+    if not summary["snapshot"]:
+        click.echo(f"nothing to materialize in {summary['repository']}: every selected chunk "
+                   "is already native or inline; nothing committed")
+        return
+    click.echo(f"materialized {summary['chunks']} chunks into {summary['repository']} "
+               f"({human_bytes(summary['bytes_read'])} read, "
+               f"{human_bytes(summary['bytes_written'])} written, "
+               f"{summary['seconds']:.1f} s)")
+    click.echo(f"  commit {summary['snapshot']} on {summary['branch']}: {summary['message']}")
+    for name, v in summary["variables"].items():
+        where = ", ".join(f"{d} {a}..{b}" for d, (a, b) in v["labels"].items()) or "all"
+        click.echo(f"  {name:<14} {v['chunks']} chunks ({where}); "
+                   f"{v['already_native']} already native")
+    if summary.get("validated"):
+        click.echo("  validated: every materialized value equals the virtual one")
 
 
 class _Progress:
