@@ -335,7 +335,7 @@ def test_validate_fails_on_any_difference(packed, tmp_path):
             a[7, 3, 2] = a[7, 3, 2] + 1
     with pytest.raises(VerificationError, match=r"1 values differ.*\(7, 3, 2\)"):
         convert(str(packed), str(out), variables=["pr"], validate=True, workers=1,
-                progress=tamper)
+                pattern="spatial", target_chunk_mb=0.005, progress=tamper)
 
 
 def test_a_source_changing_during_conversion_stops_it(tmp_path):

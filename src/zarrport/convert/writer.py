@@ -602,7 +602,10 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
         # the jobs
         budget = None if not per_job_mem else per_job_mem - WORKER_BASELINE
         jobs: list[Job] = []
+        inline = _inline_variables(plan)
         for n, vp in plan.variables.items():
+            if n in inline:
+                continue
             v = ds[n]
             src_chunks, _ = source_chunking(full[n])
             offsets = tuple(sel.get(d, (0, 0))[0] for d in v.dims)
@@ -613,7 +616,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
         doc = {"source": src_url, "plan": plan.to_dict(), "codec": codec, "level": level,
                "select": {k: list(v) for k, v in sel.items()}, "decoded": decoded,
                "group": group,
-               "jobs": len(jobs)}
+               "jobs": len(jobs), "inline": sorted(inline)}
         state = _prepare(out, doc, fingerprint, overwrite)
         if state is None:  # a fresh start: the metadata of the whole store, then the state
             try:
@@ -638,15 +641,20 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
         _finish(out, doc)
         summary = _summary(out, plan, jobs, stats, t_start, src_url, done0, codec, level)
         summary["skipped"] = skipped
+        for n in inline:
+            summary["variables"][n]["bytes_read"] = summary["variables"][n]["uncompressed_bytes"]
+            summary["bytes_read"] += summary["variables"][n]["uncompressed_bytes"]
         if validate:
             t_v = time.perf_counter()
             vstats = _Stats()
             vspec = dict(spec, validate=True)
             _run(jobs, vspec, client, n_workers, None, vstats, None, 0, len(jobs), src_url,
                  kind, storage_options, fingerprint, what="validating")
-            _validate_metadata(src_url, str(out), storage_options, decoded, plan, group)
+            _validate_metadata(src_url, str(out), storage_options, decoded, plan, group,
+                               inline)
             summary["validated"] = {"jobs": len(jobs), "values": int(sum(
-                math.prod(b - a for a, b in j.out) for j in jobs)),
+                math.prod(b - a for a, b in j.out) for j in jobs) + sum(
+                math.prod(plan.variables[n].shape) for n in inline)),
                 "seconds": round(time.perf_counter() - t_v, 3)}
         return summary
     finally:
@@ -760,18 +768,39 @@ def _start_state(out: Path, doc: dict[str, Any], fingerprint: list) -> _State:
     return _State(out / STATE_DIR, state_doc)
 
 
+#: variables of at most this size that fit one chunk are written with the metadata, from the
+#: driver, instead of one job each (a file of 2,000 ten-value variables is 2,000 jobs else)
+INLINE_VARIABLE_BYTES = 8 * 2**20
+INLINE_TOTAL_BYTES = 128 * 2**20
+
+
+def _inline_variables(plan: Plan) -> set[str]:
+    out, total = set(), 0
+    for n, vp in sorted(plan.variables.items(), key=lambda kv: math.prod(kv[1].shape)):
+        nbytes = math.prod(vp.shape) * vp.itemsize
+        if (nbytes <= INLINE_VARIABLE_BYTES and tuple(vp.chunks) == tuple(vp.shape)
+                and total + nbytes <= INLINE_TOTAL_BYTES):
+            out.add(n)
+            total += nbytes
+    return out
+
+
 def _write_template(ds: Any, plan: Plan, codecs_for: dict[str, list], out: Path,
                     doc: dict[str, Any]) -> None:
     import dask.array as da
 
+    inline = set(doc.get("inline") or ())
     tmpl = ds.copy()
     encoding: dict[str, dict[str, Any]] = {}
     for name in tmpl.variables:
         tmpl[name].encoding = {}
     for name, vp in plan.variables.items():
         v = tmpl[name]
-        tmpl[name] = v.copy(data=da.empty(v.shape, dtype=vp.dtype,
-                                          chunks=vp.shards or vp.chunks))
+        if name in inline:  # written now, with the metadata
+            tmpl[name] = v.load().astype(vp.dtype, copy=False)
+        else:
+            tmpl[name] = v.copy(data=da.empty(v.shape, dtype=vp.dtype,
+                                              chunks=vp.shards or vp.chunks))
         enc: dict[str, Any] = {"chunks": vp.chunks, "compressors": codecs_for[name]}
         if vp.shards:
             enc["shards"] = vp.shards
@@ -900,7 +929,7 @@ def _summary(out: Path, plan: Plan, jobs: list[Job], stats: _Stats, t0: float, s
 
 
 def _validate_metadata(src: str, out: str, storage_options: dict | None, decoded: bool,
-                       plan: Plan, group: str | None) -> None:
+                       plan: Plan, group: str | None, inline: set[str]) -> None:
     """Coordinates and attributes of the output match the source's (values are checked by
     the validation jobs)."""
     from zarrport.open import open_dataset
@@ -918,7 +947,7 @@ def _validate_metadata(src: str, out: str, storage_options: dict | None, decoded
             if not _same_attr(val, got):
                 raise VerificationError(f"{name}: attribute {k} is {got!r} in the output, "
                                         f"{val!r} in the source")
-        if name not in plan.variables:
+        if name not in plan.variables or name in inline:
             diff = _difference(np.asarray(av.values), np.asarray(bv.values))
             if diff:
                 raise VerificationError(f"{name}: {diff}")
