@@ -389,6 +389,5 @@ def test_output_cannot_be_the_source(tmp_path, store):
         proc = run("rechunk", str(store), "-o", str(out), "--chunks", "tas=-1,8,8",
                    "--overwrite")
         assert_clean_failure(proc, "cannot be the source")
-    assert_same_source = zarr.open_array(str(store), path="tas")[...]
-    assert assert_same_source.shape == (8, 32, 32)
+    assert zarr.open_array(str(store), path="tas")[...].shape == (8, 32, 32)  # untouched
     assert not (store / "inner.zarr").exists()
