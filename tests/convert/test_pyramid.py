@@ -218,13 +218,53 @@ def test_categorical_mode_and_nearest_keep_dtype_and_fill(tmp_path, categorical,
     assert root_attrs(out)["multiscales"]["resampling_method"] == method
 
 
+def test_curvilinear_coordinates_and_grid_mapping(tmp_path):
+    """2-D latitude/longitude: block means of the cell centres (a block across the
+    antimeridian averages across it, not across the globe); the grid mapping comes along,
+    without GDAL's level-0 GeoTransform on coarser levels."""
+    ny, nx = 5, 6
+    yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+    lat = 60.0 + yy * 0.5 + xx * 0.1
+    lon = (178.0 + xx * 0.8 + yy * 0.2 + 180) % 360 - 180  # crosses +-180
+    val = (yy * 10 + xx).astype("f4")
+    ds = xr.Dataset(
+        {"v": (("y", "x"), val, {"grid_mapping": "crs", "units": "1"}),
+         "crs": ((), np.int32(0), {"grid_mapping_name": "polar_stereographic",
+                                   "GeoTransform": "0 1 0 0 0 -1"})},
+        coords={"lat": (("y", "x"), lat, {"standard_name": "latitude",
+                                          "units": "degrees_north"}),
+                "lon": (("y", "x"), lon, {"standard_name": "longitude",
+                                          "units": "degrees_east"})})
+    src = tmp_path / "curvi.nc"
+    ds.to_netcdf(src)
+    out = tmp_path / "c.zarr"
+    s = pyramid(str(src), str(out), levels=2)
+    lvl1 = level(out, 1)
+    np.testing.assert_allclose(lvl1.lat.values, oracle_mean(lat))
+    unwrapped = oracle_mean(np.where(lon < 0, lon + 360, lon))  # all blocks near 180
+    np.testing.assert_allclose((lvl1.lon.values - unwrapped + 180) % 360 - 180, 0,
+                               atol=1e-9)
+    assert np.all(np.abs(lvl1.lon.values) <= 180)  # in the range the source uses
+    np.testing.assert_allclose(lvl1.v.values, oracle_mean(val.astype("f8")))
+    assert lvl1.v.attrs["grid_mapping"] == "crs"
+    assert lvl1.crs.attrs["grid_mapping_name"] == "polar_stereographic"
+    assert "GeoTransform" in level(out, 0).crs.attrs and "GeoTransform" not in lvl1.crs.attrs
+    assert s["left_out"] == []
+    layout = root_attrs(out)["multiscales"]["layout"]
+    assert "spatial:transform" not in layout[0]  # no 1-D regular axes to describe
+    assert [e["spatial:shape"] for e in layout] == [[5, 6], [3, 3]]
+
+
 def test_block_reductions_units():
     """Longitude blocks straddling the seam average across it; mode ties to the smallest;
     float fill values compare as stored."""
     lon = np.array([179.0, -179.0, 10.0])
     got = coarsen_block(lon, (0,), "mean", period=360.0)
-    assert abs(((got[0] + 180) % 360) - 180 - 180.0) % 360 == 0
-    assert got[1] == 10.0
+    assert got.tolist() in ([180.0, 10.0], [-180.0, 10.0])
+    edge = np.array([179.0, 180.0, 180.0])  # a grid ending on 180 keeps it
+    assert coarsen_block(edge, (0,), "mean", period=360.0).tolist() == [179.5, 180.0]
+    assert coarsen_block(np.array([359.0, 1.0]), (0,), "mean", period=360.0).tolist() \
+        in ([0.0], [360.0])
     a = np.array([[5, 7], [7, 5]], dtype="int16")
     assert coarsen_block(a, (0, 1), "mode")[0, 0] == 5
     f = np.array([[1e20, 1e20], [2.5, np.nan]], dtype="float32")
@@ -339,8 +379,9 @@ def test_incomplete_while_writing_complete_at_the_end(tmp_path, continuous, monk
     def spy(o, k, *a, **kw):
         rec = is_incomplete("file://" + str(o))
         seen.append((k, rec and rec["status"]))
-        with pytest.raises(IncompleteOutputError):
-            zarrport.open_dataset(str(o))
+        for path in (o, o / str(k - 1)):  # the root and the levels written so far
+            with pytest.raises(IncompleteOutputError):
+                zarrport.open_dataset(str(path))
         assert "multiscales" not in root_attrs(o)  # no pyramid metadata until finished
         return real(o, k, *a, **kw)
 
@@ -413,6 +454,8 @@ def test_cli_json_and_text_summary(tmp_path, continuous, capsys):
     code, text, err = cli(capsys, "pyramid", str(continuous), "-o", str(out), "--overwrite")
     assert code == 0, err
     assert "left out: series" in text and "level 0" in text and "level 1" not in text
+    code, text, _ = cli(capsys, "pyramid", "--help")
+    assert code == 0 and "Examples:" in text
 
 
 def _no_space(tmp_path: Path) -> Path:
@@ -422,7 +465,7 @@ def _no_space(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", ["levels0", "levels_too_many", "levels_word", "method",
-                                  "no_space", "missing"])
+                                  "no_space", "missing", "remote_out", "out_is_source"])
 def test_cli_bad_input_one_line_nothing_written(tmp_path, continuous, capsys, case):
     out = tmp_path / "p.zarr"
     src = str(continuous)
@@ -438,12 +481,19 @@ def test_cli_bad_input_one_line_nothing_written(tmp_path, continuous, capsys, ca
         extra, needle = ["--method", "median"], "--method must be one of mean, nearest, mode"
     elif case == "no_space":
         src, needle = str(_no_space(tmp_path)), "no variable with both a y and an x dimension"
-    else:
+    elif case == "missing":
         src, needle, code = str(tmp_path / "nope.nc"), "does not exist", 3
+    elif case == "remote_out":
+        out, needle = "s3://bucket/p.zarr", "pyramid writes to a local directory"
+    else:
+        out, needle = continuous, "the output cannot be (in) the source"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    size = continuous.stat().st_size
     got, stdout, err = cli(capsys, "pyramid", src, "-o", str(out), *extra)
     one_error_line(err, needle)
     assert got == code and stdout == ""
-    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    assert continuous.stat().st_size == size
 
 
 def test_cli_existing_output_refused_and_kept(tmp_path, continuous, capsys):

@@ -34,8 +34,8 @@ from zarrport.cli.options import (
 @json_flag
 def pyramid_cmd(store: str, output: str, levels: str | None, method: str, overwrite: bool,
                 storage_options: tuple[str, ...], as_json: bool) -> None:
-    """Write multiscale levels of STORE: level 0 at full resolution, level k coarsened 2^k
-    times along the spatial dimensions.
+    """Write multiscale levels of STORE: level 0 at full resolution, level k coarser by
+    a factor of 2^k along the spatial dimensions (2x2 blocks of level k-1).
 
     STORE is anything zarrport opens (a Zarr store from `zarrport convert`, an Icechunk
     repository, a NetCDF file ...). OUT is a Zarr v3 group with the levels in groups 0, 1,
@@ -44,9 +44,10 @@ def pyramid_cmd(store: str, output: str, levels: str | None, method: str, overwr
     on its root. Each level is computed from the one before, in Dask chunks. Variables
     without both a y and an x dimension are left out (listed in the summary). Until the last
     level is written the store says it is incomplete and zarrport refuses to open it; a
-    re-run replaces an unfinished pyramid.
+    re-run replaces an unfinished pyramid. See docs/pyramid.md.
 
     \b
+    Examples:
       zarrport pyramid tas.zarr -o tas-pyramid.zarr
       zarrport pyramid landcover.nc -o lc-pyramid.zarr --method mode --levels 4 --json
     """
@@ -77,7 +78,7 @@ def print_summary(s: dict[str, Any]) -> None:
                    f"{human_bytes(lv['bytes_written'])}")
     click.echo(f"  variables: {', '.join(s['variables'])}")
     if s.get("bounds"):
-        click.echo(f"  bounds (level 0; time-like bounds at every level): "
-                   f"{', '.join(s['bounds'])}")
+        click.echo(f"  bounds: {', '.join(s['bounds'])} (those of spatial coordinates at "
+                   "level 0 only)")
     for item in s.get("left_out") or ():
         click.echo(f"  left out: {item['variable']} ({item['reason']})")

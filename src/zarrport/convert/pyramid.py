@@ -145,6 +145,11 @@ def coarsen_block(a: np.ndarray, axes: tuple[int, ...], method: str, *,
         s = np.where(ok, v, 0.0).sum(axis=-1)
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.where(n > 0, s / np.maximum(n, 1), np.nan)
+        if period and np.isfinite(a).any():
+            # back into the range the values use (-180..180 or 0..360), ends included
+            lo = -period / 2 if np.nanmin(a) < 0 else 0.0
+            out = (r < lo) | (r > lo + period)
+            r = np.where(out, (r - lo) % period + lo, r)
         return _restore(r.astype(out_dtype), axes)
     if method == "mode":
         v, ok = _blocks(a, axes, 0)
