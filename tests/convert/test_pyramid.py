@@ -230,9 +230,10 @@ def test_curvilinear_coordinates_and_grid_mapping(tmp_path):
     ds = xr.Dataset(
         {"v": (("y", "x"), val, {"grid_mapping": "crs", "units": "1"}),
          "crs": ((), np.int32(0), {"grid_mapping_name": "polar_stereographic",
-                                   "GeoTransform": "0 1 0 0 0 -1"})},
+                                   "GeoTransform": "0 1 0 0 0 -1"}),
+         "lat_bnds": (("y", "x", "nv"), np.stack([lat - 0.25, lat, lat + 0.25, lat], -1))},
         coords={"lat": (("y", "x"), lat, {"standard_name": "latitude",
-                                          "units": "degrees_north"}),
+                                          "units": "degrees_north", "bounds": "lat_bnds"}),
                 "lon": (("y", "x"), lon, {"standard_name": "longitude",
                                           "units": "degrees_east"})})
     src = tmp_path / "curvi.nc"
@@ -249,7 +250,10 @@ def test_curvilinear_coordinates_and_grid_mapping(tmp_path):
     assert lvl1.v.attrs["grid_mapping"] == "crs"
     assert lvl1.crs.attrs["grid_mapping_name"] == "polar_stereographic"
     assert "GeoTransform" in level(out, 0).crs.attrs and "GeoTransform" not in lvl1.crs.attrs
-    assert s["left_out"] == []
+    assert s["left_out"] == [] and s["bounds"] == ["lat_bnds"]
+    np.testing.assert_array_equal(level(out, 0).lat_bnds.values,
+                                  netcdf(src, "lat_bnds"))  # level 0 only
+    assert "lat_bnds" not in lvl1 and "bounds" not in lvl1.lat.attrs
     layout = root_attrs(out)["multiscales"]["layout"]
     assert "spatial:transform" not in layout[0]  # no 1-D regular axes to describe
     assert [e["spatial:shape"] for e in layout] == [[5, 6], [3, 3]]

@@ -256,9 +256,11 @@ def plan_layout(ds: Any, source: str) -> Layout:
         pairs.append((str(ys[0]), str(xs[0])))
     if not names:
         have = ", ".join(f"{n}({', '.join(map(str, v.dims))})" for n, v in ds.data_vars.items())
+        hint = "; it is a pyramid already (its levels are the groups 0, 1, ...)" \
+            if "multiscales" in ds.attrs else ""
         raise InvalidArgumentError(
             f"{source} has no variable with both a y and an x dimension to coarsen "
-            f"(it has {have or 'no data variables'})")
+            f"(it has {have or 'no data variables'}){hint}")
     aux = []
     for n in names:
         gm = ds[n].attrs.get("grid_mapping")
@@ -621,7 +623,13 @@ def _level0(ds: Any, ds_dec: Any, lay: Layout, method: str
     for b in sorted(set(lay.bounds.values())):
         if b in ds_dec.data_vars:
             v = ds_dec[b].variable
-            extra[b] = xr.Variable(v.dims, v.values, v.attrs)
+            if v.ndim >= 2 and sum(d in lay.spatial_dims for d in v.dims) >= 2:
+                # curvilinear bounds are as big as the grid: in chunks, like the data
+                target = _target_chunks(v.dims, v.shape, lay.spatial_dims)
+                v = v.chunk(dict(zip(v.dims, _aligned_chunks(ds_dec[b], target), strict=True)))
+                extra[b] = xr.Variable(v.dims, v.data.rechunk(target), v.attrs)
+            else:
+                extra[b] = xr.Variable(v.dims, v.values, v.attrs)
     for a in lay.aux:
         v = ds[a].variable
         extra[a] = xr.Variable(v.dims, v.values, v.attrs)
