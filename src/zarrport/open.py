@@ -183,8 +183,10 @@ def open_dataset(url: str, *, storage_options: dict | None = None, engine: str |
             from zarrport.errors import IncompleteOutputError
 
             raise IncompleteOutputError(
-                f"{url} is an unfinished zarrport conversion of {unfinished.get('source')}: "
-                "run the same `zarrport convert` command again to finish it", source=url)
+                f"{url} is an unfinished zarrport {unfinished.get('command') or 'convert'} "
+                f"of {unfinished.get('source')}: run the same `zarrport "
+                f"{unfinished.get('command') or 'convert'}` command again to finish it",
+                source=url)
         fs_opts = None if url.startswith("file://") else storage.filesystem_options(
             url, storage_options)
         target = url.removeprefix("file://") if url.startswith("file://") else url

@@ -292,7 +292,7 @@ def test_convert_on_a_dask_cluster(dask_cluster, repo, archive, tmp_path):
 
 
 def _many_jobs_source(tmp_path: Path) -> Path:
-    return write_cmip6_span(tmp_path / "many.nc", range(2000, 2003), nlat=8, nlon=16,
+    return write_cmip6_span(tmp_path / "many.nc", range(2000, 2003), nlat=48, nlon=96,
                             time_chunk=1)
 
 
@@ -306,14 +306,14 @@ def test_kill_9_then_resume(tmp_path):
     done = out / ".zarrport" / "done"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if done.exists() and len(done.read_text().splitlines()) >= 5:
+        if done.exists() and len(done.read_text().splitlines()) >= 2:
             os.killpg(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.01)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the conversion ended before it was killed"
     n_done = len(done.read_text().splitlines())
-    with pytest.raises(IncompleteOutputError, match="unfinished zarrport conversion"):
+    with pytest.raises(IncompleteOutputError, match="unfinished zarrport convert"):
         zarrport.open_dataset(str(out))
     code, _, err = run_cli("info", str(out))
     assert code == 12 and "unfinished" in err
@@ -461,9 +461,9 @@ def test_full_disk_is_one_line_and_never_a_complete_looking_store(packed, tmp_pa
         v[:] = np.random.default_rng(0).random((64, 32, 64))  # 1 MB, incompressible
     out = small_disk / "o.zarr"
     code, _, err = run_cli("convert", str(src), "-o", str(out), "--pattern", "spatial",
-                           "--workers", "1")
+                           "--target-chunk-mb", "0.1", "--workers", "1")
     _one_line_error(code, err, 8)
-    assert "no space left" in err
+    assert "no space left" in err.lower()
     if out.exists():
         assert is_incomplete("file://" + str(out)) is not None
         with pytest.raises(IncompleteOutputError):

@@ -140,8 +140,9 @@ def plan_cmd(source: str, pattern: str, storage_kind: str, target_chunk_mb: floa
 @_STORAGE
 @_TARGET
 @_SHARDS
-@click.option("--codec", type=click.Choice(["zstd", "blosc-lz4", "blosc-zstd", "gzip"]),
-              default="zstd", show_default=True, help="Compressor (zarr-python's codecs).")
+@click.option("--codec", type=click.Choice(["zstd", "blosc-lz4", "blosc-zstd", "gzip", "none"]),
+              default="zstd", show_default=True,
+              help="Compressor (zarr-python's codecs); none stores raw bytes.")
 @click.option("--level", type=int, help="Compression level (zstd -7..22, blosc and gzip 0..9).")
 @_MEMORY
 @click.option("--workers", type=int, help="Local worker processes (default: the CPU count).")

@@ -64,12 +64,15 @@ from zarrport.errors import (
 )
 from zarrport.inspect.guidelines import human_bytes
 
+#: jobs per worker a variable is cut into at least (where it has that many regions): work
+#: spreads evenly, progress moves, and a killed run loses little
+MIN_JOBS_PER_WORKER = 8
 #: root attribute of a store zarrport is writing / has written
 MARKER = "zarrport_conversion"
 STATE_DIR = ".zarrport"
-CODECS = ("zstd", "blosc-lz4", "blosc-zstd", "gzip")
+CODECS = ("zstd", "blosc-lz4", "blosc-zstd", "gzip", "none")
 _LEVELS = {"zstd": (-7, 22, 3), "blosc-lz4": (0, 9, 5), "blosc-zstd": (0, 9, 3),
-           "gzip": (0, 9, 5)}
+           "gzip": (0, 9, 5), "none": (0, 0, 0)}
 
 
 def codec_chain(name: str, level: int | None, itemsize: int) -> list[Any]:
@@ -83,6 +86,8 @@ def codec_chain(name: str, level: int | None, itemsize: int) -> list[Any]:
         level = default
     if not lo <= level <= hi:
         raise InvalidArgumentError(f"--level for {name} must be {lo}..{hi}, got {level}")
+    if name == "none":  # uncompressed (intermediate stores, fast local scratch)
+        return []
     if name == "zstd":
         return [ZstdCodec(level=level)]
     if name == "gzip":
@@ -591,6 +596,8 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
                              shards=shards, max_memory=per_job_mem, variables=names)
         else:
             plan = _select_plan(plan, names, variables)
+            # what the plan leaves out is left out (not loaded whole into the template)
+            ds = ds[[n for n in plan.variables if n in ds.data_vars]]
             check_plan(plan, ds, per_job_mem)
         for n in plan.variables:
             if n not in ds.variables:
@@ -611,17 +618,18 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
             offsets = tuple(sel.get(d, (0, 0))[0] for d in v.dims)
             jobs += make_jobs(n, tuple(v.shape), src_chunks, offsets, vp.write_unit, vp.chunks,
                               np.dtype(v.dtype).itemsize, vp.itemsize, budget,
-                              min_jobs=2 * n_workers * threads)
+                              min_jobs=MIN_JOBS_PER_WORKER * n_workers * threads)
         fingerprint = source_fingerprint(src_url, kind, storage_options)
         doc = {"source": src_url, "plan": plan.to_dict(), "codec": codec, "level": level,
                "select": {k: list(v) for k, v in sel.items()}, "decoded": decoded,
                "group": group,
                "jobs": len(jobs), "inline": sorted(inline)}
-        state = _prepare(out, doc, fingerprint, overwrite)
+        options = _options_hash(doc)
+        state = _prepare(out, options, fingerprint, overwrite)
         if state is None:  # a fresh start: the metadata of the whole store, then the state
             try:
                 _write_template(ds, plan, codecs_for, out, doc)
-                state = _start_state(out, doc, fingerprint)
+                state = _start_state(out, options, fingerprint)
             except BaseException:
                 shutil.rmtree(out, ignore_errors=True)
                 raise
@@ -724,7 +732,7 @@ def _dask_client(scheduler: Any) -> Iterator[Any]:
         yield client
 
 
-def _prepare(out: Path, doc: dict[str, Any], fingerprint: list, overwrite: bool
+def _prepare(out: Path, options: str, fingerprint: list, overwrite: bool
              ) -> _State | None:
     """The state of an unfinished conversion of the same job (to resume), or None after
     clearing the way for a fresh one (refusing to replace what exists unless ``overwrite``;
@@ -732,7 +740,7 @@ def _prepare(out: Path, doc: dict[str, Any], fingerprint: list, overwrite: bool
     if out.exists():
         state = _State.load(out)
         if state is not None and not overwrite:
-            if state.doc.get("options") != _options_hash(doc):
+            if state.doc.get("options") != options:
                 raise OutputExistsError(
                     f"{out} holds an unfinished conversion with other options or another "
                     "source; run that command again to finish it, or pass --overwrite")
@@ -758,8 +766,8 @@ def _prepare(out: Path, doc: dict[str, Any], fingerprint: list, overwrite: bool
     return None
 
 
-def _start_state(out: Path, doc: dict[str, Any], fingerprint: list) -> _State:
-    state_doc = {"options": _options_hash(doc), "fingerprint": fingerprint,
+def _start_state(out: Path, options: str, fingerprint: list) -> _State:
+    state_doc = {"options": options, "fingerprint": fingerprint,
                  "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
     tmp = out / STATE_DIR / "convert.json.tmp"
@@ -788,29 +796,34 @@ def _inline_variables(plan: Plan) -> set[str]:
 def _write_template(ds: Any, plan: Plan, codecs_for: dict[str, list], out: Path,
                     doc: dict[str, Any]) -> None:
     import dask.array as da
+    import xarray as xr
 
     inline = set(doc.get("inline") or ())
-    tmpl = ds.copy()
     encoding: dict[str, dict[str, Any]] = {}
-    for name in tmpl.variables:
-        tmpl[name].encoding = {}
-    for name, vp in plan.variables.items():
-        v = tmpl[name]
+    variables: dict[str, Any] = {}
+    # built from variables in one go: assigning 2,000 variables one by one to a Dataset
+    # realigns it each time (minutes)
+    for name, var in ds.variables.items():
+        vp = plan.variables.get(name)
+        if vp is None:
+            v = var.copy(deep=False)
+            v.encoding = {}
+            variables[name] = v.load()  # coordinates: small, written now
+            continue
         if name in inline:  # written now, with the metadata
-            tmpl[name] = v.load().astype(vp.dtype, copy=False)
+            data = np.asarray(var.values).astype(vp.dtype, copy=False)
         else:
-            tmpl[name] = v.copy(data=da.empty(v.shape, dtype=vp.dtype,
-                                              chunks=vp.shards or vp.chunks))
+            data = da.empty(var.shape, dtype=vp.dtype, chunks=vp.shards or vp.chunks)
+        variables[name] = xr.Variable(var.dims, data, attrs=dict(var.attrs))
         enc: dict[str, Any] = {"chunks": vp.chunks, "compressors": codecs_for[name]}
         if vp.shards:
             enc["shards"] = vp.shards
-        if doc["decoded"] and np.dtype(vp.dtype).kind == "f" and "_FillValue" not in v.attrs:
+        if doc["decoded"] and np.dtype(vp.dtype).kind == "f" and "_FillValue" not in var.attrs:
             enc["_FillValue"] = np.nan
         encoding[name] = enc
-    for name in tmpl.coords:
-        if name not in plan.variables:
-            tmpl[name] = tmpl[name].load()
-    tmpl.attrs[MARKER] = {"status": "incomplete", "jobs": doc["jobs"],
+    tmpl = xr.Dataset({n: variables[n] for n in ds.data_vars},
+                      coords={n: variables[n] for n in ds.coords}, attrs=dict(ds.attrs))
+    tmpl.attrs[MARKER] = {"status": "incomplete", "command": "convert", "jobs": doc["jobs"],
                           "source": doc["source"]}
     try:
         with warnings.catch_warnings():
