@@ -188,7 +188,7 @@ def dim_roles(ds: Any, var: str) -> dict[str, str]:
         axis = str(attrs.get("axis", "")).upper()
         units = str(attrs.get("units", ""))
         std = str(attrs.get("standard_name", ""))
-        name = d.lower()
+        name = re.sub(r"_\d+$", "", d.lower())  # values_4, latitude_1: numbered copies
         if axis == "T" or " since " in units or std == "time" or name in _TIME_NAMES or (
                 c is not None and np.dtype(c.dtype).kind == "M"):
             roles[d] = "time"
@@ -296,6 +296,15 @@ def _pattern_chunks(pattern: str, shape: tuple[int, ...], dims: tuple[str, ...],
     spatial = [i for i, d in enumerate(dims) if roles[d] in ("y", "x")]
     times = [i for i, d in enumerate(dims) if roles[d] == "time"]
     chunks = [1] * len(shape)
+    if not spatial and not times:
+        pattern = "balanced"  # nothing to read along: cut evenly
+    if pattern == "spatial" and len(spatial) == 1:  # unstructured / HEALPix: one dimension
+        i = spatial[0]
+        chunks[i] = min(shape[i], elems)
+        steps = max(1, min(MAX_MAP_STEPS, elems // max(1, shape[i])))
+        for t in times:
+            chunks[t] = _nice(steps, shape[t]) if steps > 1 else 1
+        return tuple(chunks), (f"maps on one spatial dimension: {chunks[i]} points per chunk")
     if pattern == "timeseries":
         for i in times:
             chunks[i] = shape[i]

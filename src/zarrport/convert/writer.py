@@ -813,7 +813,9 @@ def _write_template(ds: Any, plan: Plan, codecs_for: dict[str, list], out: Path,
         if name in inline:  # written now, with the metadata
             data = np.asarray(var.values).astype(vp.dtype, copy=False)
         else:
-            data = da.empty(var.shape, dtype=vp.dtype, chunks=vp.shards or vp.chunks)
+            # one Dask chunk: never computed (compute=False), and a graph of one task
+            # however small the Zarr chunks are
+            data = da.empty(var.shape, dtype=vp.dtype, chunks=-1)
         variables[name] = xr.Variable(var.dims, data, attrs=dict(var.attrs))
         enc: dict[str, Any] = {"chunks": vp.chunks, "compressors": codecs_for[name]}
         if vp.shards:
