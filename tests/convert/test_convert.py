@@ -468,3 +468,21 @@ def test_full_disk_is_one_line_and_never_a_complete_looking_store(packed, tmp_pa
         assert is_incomplete("file://" + str(out)) is not None
         with pytest.raises(IncompleteOutputError):
             zarrport.open_dataset(str(out))
+
+
+# --------------------------------------------------------------------------- object storage
+
+
+@pytest.mark.s3
+def test_convert_a_netcdf_file_on_s3(s3_server, packed, tmp_path):
+    """Workers read the source from S3 (moto on 127.0.0.1) with the storage options."""
+    s3_server.create_bucket("convert-src")
+    url = s3_server.put_object("convert-src", "cmip/packed.nc", packed.read_bytes())
+    out = tmp_path / "from-s3.zarr"
+    s = convert(url, str(out), pattern="spatial", target_chunk_mb=0.001, workers=2,
+                validate=True, storage_options=s3_server.storage_options)
+    assert s["jobs"] > 2
+    with netCDF4.Dataset(packed) as nc:
+        nc.set_auto_maskandscale(False)
+        raw = nc["pr"][:]
+    np.testing.assert_array_equal(zarr.open_array(out, path="pr", mode="r")[:], raw)

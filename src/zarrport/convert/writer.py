@@ -294,7 +294,7 @@ def open_source(url: str, storage_options: dict | None, decoded: bool = False,
             text = str(w.message)
             m = re.search(r"variable '([^']+)' has unsupported.*skipping", text)
             if m or re.search(r"unsupported .*type, skipping", text):
-                left_out.append(m.group(1) if m else text.strip(" .").split(",")[0])
+                left_out.append(m.group(1) if m else text.removeprefix("WARNING: ").strip(" ."))
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if left_out and not skip_unsupported:
