@@ -3,6 +3,7 @@ nothing written -- or, for ``verify``, a verdict and exit 7 without teardown noi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -519,3 +520,17 @@ def test_s3_listing_refused_is_one_line(tmp_path, denying_s3, command):
     assert_clean_failure(proc, "cannot list s3://bkt/*.nc")
     assert proc.returncode == 8
     assert not out.exists()
+
+
+def test_dask_still_computes_after_the_cli_ran_in_process():
+    """main() settles Dask's thread pool on the way out; a process that goes on computing
+    (tests, notebooks calling main()) must get a working pool, not "cannot schedule new
+    futures after shutdown"."""
+    import dask.array as da
+
+    from zarrport.cli import main
+
+    assert float(da.ones(10, chunks=2).sum().compute()) == 10.0  # the pool exists
+    with contextlib.suppress(SystemExit):
+        main(["--version"])
+    assert float(da.ones(10, chunks=2).sum().compute()) == 10.0

@@ -31,7 +31,8 @@ def settle_dask_threads() -> None:
     Dask raises at once while its sibling tasks keep reading and decoding (GRIB messages in
     ecCodes, Icechunk fetches) in the pool's threads; exiting under them ends in a fatal
     "PyGILState_Release" at interpreter finalization instead of the command's exit status
-    (dask 2026, icechunk 2.3.0). Only for the end of a process: the pool is shut down."""
+    (dask 2026, icechunk 2.3.0). The pool is shut down; Dask starts a new one if the process
+    computes again."""
     threaded = sys.modules.get("dask.threaded")
     pool = getattr(threaded, "default_pool", None)
     if pool is None:
@@ -40,6 +41,11 @@ def settle_dask_threads() -> None:
         pool.shutdown(wait=True, cancel_futures=True)
     except Exception:  # noqa: BLE001 - exiting anyway
         pass
+    # a caller that goes on (the CLI's main() called in-process, as tests and notebooks do)
+    # gets a fresh pool on its next compute instead of "cannot schedule new futures after
+    # shutdown" (dask.threaded makes one when default_pool is None; dask 2026.8)
+    if getattr(threaded, "default_pool", None) is pool:
+        threaded.default_pool = None
 
 
 async def _wait_for_others() -> None:

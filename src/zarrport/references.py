@@ -564,7 +564,10 @@ def read_outer(key: tuple[Any, ...], shape: tuple[int, ...], chunk_shape: tuple[
         else:
             per_dim.append(np.asarray(k, dtype=np.int64) % max(n, 1))
     out_shape = tuple(len(ix) for ix in per_dim)
-    out = np.full(out_shape, fill, dtype=dtype)
+    # every output position belongs to exactly one (chunk, position) group below, and a
+    # missing chunk's positions get the fill value there: no pre-fill pass over the output
+    # (np.full was a quarter of a large read)
+    out = np.empty(out_shape, dtype=dtype)
     if math.prod(out_shape):
         # group the wanted positions of each dimension by chunk: (chunk index, where in
         # the output, where in the chunk) -- slices when contiguous (cheap basic indexing)
@@ -573,16 +576,16 @@ def read_outer(key: tuple[Any, ...], shape: tuple[int, ...], chunk_shape: tuple[
         wanted = [tuple(g[0] for g in combo) for combo in combos]
         fancy = any(not isinstance(g[1], slice) for grp in groups for g in grp)
         for combo, idx, blob in zip(combos, wanted, fetch(wanted), strict=True):
-            if blob is None:
-                continue
-            chunk = decode(blob, idx)
             if fancy:
                 osel: Any = np.ix_(*[_as_index(g[1]) for g in combo]) if combo else ()
                 csel: Any = np.ix_(*[_as_index(g[2]) for g in combo]) if combo else ()
             else:
                 osel = tuple(g[1] for g in combo)
                 csel = tuple(g[2] for g in combo)
-            out[osel] = chunk[csel]
+            if blob is None:
+                out[osel] = fill
+                continue
+            out[osel] = decode(blob, idx)[csel]
     if squeeze:
         out = out.reshape(tuple(s for i, s in enumerate(out_shape) if i not in squeeze))
     return out

@@ -436,6 +436,10 @@ def plan_variable(ds: Any, name: str, *, pattern: str = "auto", storage: str = "
                                                 dtype.itemsize, tgt.itemsize, budget, name,
                                                 max_memory)
         reasoning.append(note)
+        if shard_shape is not None:  # inner chunks split again from the fitted shard
+            c, shard_shape = _shard_split(shard_shape, shape, dims, roles, tgt.itemsize,
+                                          SHARD_INNER[storage], pat)
+            fp = footprint(region, c, dtype.itemsize, tgt.itemsize)
     if layout == "contiguous":
         reasoning.append("source is contiguous: any block reads only its own bytes")
     else:
@@ -483,15 +487,17 @@ def _fit(shape, dims, src_chunks, chunks, shard_shape, src_isz, tgt_isz, budget,
                 f"{human_bytes(WORKER_BASELINE)}; raise --max-memory to at least "
                 f"{human_bytes(smallest + WORKER_BASELINE)}", variable=name)
         i = max(cands, key=lambda k: region[k] / max(1, src_chunks[k]))
+        # twice as many pieces along i, evenly sized: 10950 days become 2 x 5475, then
+        # 4 x 2738 (not 4 x 2737 and a fifth piece of 2)
+        u = sh if sh is not None else c
+        pieces = 2 * -(-shape[i] // u[i])
+        new = max(1, -(-shape[i] // pieces))
         if sh is not None:
-            sh[i] = max(1, sh[i] // 2)
-            if c[i] > sh[i]:
-                c[i] = sh[i]
-            else:  # inner chunks must divide the shard
-                while sh[i] % c[i]:
-                    c[i] -= 1
+            if c[i] >= sh[i] or new % c[i]:  # inner chunks must divide the shard
+                c[i] = next(d for d in range(min(c[i], new), 0, -1) if new % d == 0)
+            sh[i] = new
         else:
-            c[i] = max(1, c[i] // 2)
+            c[i] = new
     after = tuple(sh or c)
     need = footprint(region_shape(shape, src_chunks, before), tuple(chunks), src_isz, tgt_isz)
     note = (f"a {'shard' if sh else 'chunk'} of {before} would need regions over "
