@@ -16,7 +16,7 @@ $(shell rm -f $(STAMP))
 endif
 endif
 
-.PHONY: install demo test test-fast bench bench-batch bench-grib conformance lint clean
+.PHONY: install demo test test-fast bench bench-batch bench-grib bench-convert conformance lint clean
 
 install: $(STAMP) $(NPM_STAMP)
 
@@ -53,6 +53,7 @@ bench: install
 	$(PY) bench/bench_icechunk_read.py --out docs/benchmarks.md
 	$(PY) bench/bench_grib_decode.py --out docs/benchmarks.md
 	$(PY) bench/bench_grib.py --out docs/benchmarks.md
+	$(MAKE) bench-convert
 
 # GRIB only: decoders per packing, manifests from indexes vs scan_grib, regional reads vs cfgrib
 bench-grib: install
@@ -61,6 +62,13 @@ bench-grib: install
 
 bench-batch: install
 	$(PY) bench/bench_batch.py --write-docs
+
+# zarrport convert vs xarray + Dask and zarr-parallel 0.5.0; zarr-parallel needs Python
+# 3.11/3.12, so it gets its own venv under bench/.data (never the project's); without one its
+# row says "not available"
+bench-convert: install
+	-$(PY) bench/bench_convert.py --make-zarr-parallel-env
+	$(PY) bench/bench_convert.py --size full --out docs/benchmarks.md --json bench/.work/convert.json
 
 lint: install
 	$(PY) -m ruff check src tests scripts bench
