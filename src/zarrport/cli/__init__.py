@@ -26,6 +26,10 @@ def cli() -> None:
       zarrport verify tas.icechunk
       zarrport info tas.icechunk
     \b
+    Physical copies where the source chunking fights the reads:
+      zarrport plan tas.icechunk --pattern timeseries
+      zarrport convert tas.icechunk -o tas-series.zarr --pattern timeseries --validate
+    \b
     Forecasts:
       zarrport grib ingest gefs s3://noaa-gefs-pds/gefs.20250101/00 -o gefs.icechunk --anon
       zarrport analyze exceedance gefs.icechunk --window 24h --threshold 50mm -o p.nc

@@ -64,9 +64,10 @@ from zarrport.errors import (
 )
 from zarrport.inspect.guidelines import human_bytes
 
-#: jobs per worker a variable is cut into at least (where it has that many regions): work
-#: spreads evenly, progress moves, and a killed run loses little
-MIN_JOBS_PER_WORKER = 8
+#: jobs a variable is cut into at least (where it has that many regions): work spreads over
+#: the workers, progress moves, and a killed run loses little. Not tied to the worker count,
+#: so a conversion resumed with other --workers has the same jobs.
+MIN_JOBS = 16
 #: root attribute of a store zarrport is writing / has written
 MARKER = "zarrport_conversion"
 STATE_DIR = ".zarrport"
@@ -582,7 +583,13 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
     threads = 1
     client_ctx = _dask_client(scheduler)
     client = client_ctx.__enter__()
+    pool = None
     try:
+        big = sum(ds[n].size * ds[n].dtype.itemsize for n in ds.data_vars)
+        if client is None and n_workers > 1 and big > EARLY_POOL_BYTES:
+            pool = _Pool(n_workers, warm={"source": src_url, "group": group,
+                                          "storage_options": storage_options,
+                                          "decoded": decoded})
         if client is not None:
             threads = max(1, max((w.get("nthreads", 1) for w in
                                   client.scheduler_info()["workers"].values()), default=1))
@@ -618,7 +625,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
             offsets = tuple(sel.get(d, (0, 0))[0] for d in v.dims)
             jobs += make_jobs(n, tuple(v.shape), src_chunks, offsets, vp.write_unit, vp.chunks,
                               np.dtype(v.dtype).itemsize, vp.itemsize, budget,
-                              min_jobs=MIN_JOBS_PER_WORKER * n_workers * threads)
+                              min_jobs=MIN_JOBS)
         fingerprint = source_fingerprint(src_url, kind, storage_options)
         doc = {"source": src_url, "plan": plan.to_dict(), "codec": codec, "level": level,
                "select": {k: list(v) for k, v in sel.items()}, "decoded": decoded,
@@ -641,7 +648,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
         stats = _Stats()
         done0 = len(jobs) - len(todo)
         _run(todo, spec, client, n_workers, state, stats, progress, done0, len(jobs),
-             src_url, kind, storage_options, fingerprint)
+             src_url, kind, storage_options, fingerprint, pool=pool)
         if _changed(fingerprint, source_fingerprint(src_url, kind, storage_options)):
             raise SourceChangedError(
                 f"{source} changed during the conversion; {output} is left incomplete: run "
@@ -657,7 +664,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
             vstats = _Stats()
             vspec = dict(spec, validate=True)
             _run(jobs, vspec, client, n_workers, None, vstats, None, 0, len(jobs), src_url,
-                 kind, storage_options, fingerprint, what="validating")
+                 kind, storage_options, fingerprint, what="validating", pool=pool)
             _validate_metadata(src_url, str(out), storage_options, decoded, plan, group,
                                inline)
             summary["validated"] = {"jobs": len(jobs), "values": int(sum(
@@ -666,6 +673,8 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
                 "seconds": round(time.perf_counter() - t_v, 3)}
         return summary
     finally:
+        if pool is not None:
+            pool.close()
         client_ctx.__exit__(None, None, None)
 
 
@@ -851,8 +860,8 @@ class _Stats:
         self.peak[r["pid"]] = max(self.peak.get(r["pid"], 0), r["peak_rss"])
 
 
-def _results(jobs: list[Job], spec: dict[str, Any], client: Any, n_workers: int
-             ) -> Iterator[dict[str, Any]]:
+def _results(jobs: list[Job], spec: dict[str, Any], client: Any, n_workers: int,
+             pool: _Pool | None = None) -> Iterator[dict[str, Any]]:
     if client is not None:
         from distributed import as_completed
 
@@ -863,31 +872,67 @@ def _results(jobs: list[Job], spec: dict[str, Any], client: Any, n_workers: int
         finally:
             client.cancel(futures)
         return
-    if n_workers <= 1 or len(jobs) < 2:
+    if pool is None and (n_workers <= 1 or len(jobs) < 2):
         for j in jobs:
             yield run_job(spec, j)
         return
     import concurrent.futures as cf
-    import multiprocessing
 
-    ctx = multiprocessing.get_context("forkserver")
-    pool = cf.ProcessPoolExecutor(max_workers=min(n_workers, len(jobs)), mp_context=ctx,
-                                  initializer=_ignore_stop_signals)
+    own = pool is None
+    if own:
+        pool = _Pool(min(n_workers, len(jobs)))
     try:
-        futures = [pool.submit(run_job, spec, j) for j in jobs]
-        for fut in cf.as_completed(futures):
-            yield fut.result()
+        futures = [pool.executor.submit(run_job, spec, j) for j in jobs]
+        try:
+            for fut in cf.as_completed(futures):
+                yield fut.result()
+        finally:
+            for f in futures:
+                f.cancel()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if own:
+            pool.close()
+
+
+class _Pool:
+    """The local worker processes (forkserver). Started early on large conversions, each
+    worker importing its libraries and opening the source while the driver plans and writes
+    the metadata; the same workers then convert and validate."""
+
+    def __init__(self, n: int, warm: dict[str, Any] | None = None) -> None:
+        import concurrent.futures as cf
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("forkserver")
+        self.n = n
+        self.executor = cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx,
+                                               initializer=_ignore_stop_signals)
+        self.warming = [self.executor.submit(_warm, warm) for _ in range(n)] if warm else []
+
+    def close(self) -> None:
+        for f in self.warming:
+            f.cancel()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _warm(spec: dict[str, Any]) -> None:
+    """In a new worker: import and open the source now (errors surface in the jobs)."""
+    with contextlib.suppress(Exception):
+        _open_source(spec)
+        import zarr  # noqa: F401
+
+
+#: sources holding more than this start their worker pool before planning
+EARLY_POOL_BYTES = 256 * 2**20
 
 
 def _run(jobs: list[Job], spec: dict[str, Any], client: Any, n_workers: int,
          state: _State | None, stats: _Stats, progress: Any, done0: int, total: int,
          src_url: str, kind: str, storage_options: dict | None, fingerprint: list,
-         what: str = "converting") -> None:
+         what: str = "converting", pool: _Pool | None = None) -> None:
     done = done0
     last_check = time.monotonic()
-    for r in _results(jobs, spec, client, n_workers):
+    for r in _results(jobs, spec, client, n_workers, pool):
         if not r["ok"]:
             cls = {"verification_failed": VerificationError, "source_changed": SourceChangedError,
                    "storage_error": StorageError}.get(r["error"], ZarrportError)
