@@ -487,3 +487,142 @@ def test_convert_a_netcdf_file_on_s3(s3_server, packed, tmp_path):
         nc.set_auto_maskandscale(False)
         raw = nc["pr"][:]
     np.testing.assert_array_equal(zarr.open_array(out, path="pr", mode="r")[:], raw)
+
+
+# --------------------------------------------------------------------------- regressions
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(n):
+    def progress(done, total, result):
+        if done >= n:
+            raise _Stop
+    return progress
+
+
+def test_resume_refuses_jobs_cut_elsewhere(tmp_path):
+    """Same plan, another --max-memory: as many jobs (28), cut elsewhere (36 or 37 fields
+    each); resuming by job number would skip blocks and call the store complete."""
+    src = tmp_path / "r.nc"
+    with netCDF4.Dataset(src, "w") as nc:
+        nc.createDimension("time", 1000)
+        nc.createDimension("lat", 32)
+        nc.createDimension("lon", 32)
+        v = nc.createVariable("tas", "f4", ("time", "lat", "lon"), chunksizes=(1, 32, 32))
+        v[:] = np.random.default_rng(2).random((1000, 32, 32), dtype="f4")
+    ds = zarrport.open_dataset(str(src), decode_times=False, mask_and_scale=False)
+    plan = make_plan(ds, str(src), pattern="spatial", target_chunk_bytes=4096,
+                     max_memory=None)
+    field = 32 * 32 * 4
+    a, b = (WORKER_BASELINE + field * 2 * (n + 5) for n in (36, 37))
+    out = tmp_path / "o.zarr"
+    with pytest.raises(_Stop):
+        convert(str(src), str(out), plan=plan, max_memory=a, workers=1,
+                progress=_stop_after(10))
+    with pytest.raises(OutputExistsError, match="unfinished conversion with other options"):
+        convert(str(src), str(out), plan=plan, max_memory=b, workers=1)
+    s = convert(str(src), str(out), plan=plan, max_memory=a, workers=1, validate=True)
+    assert s["resumed_from"] == 10
+
+
+def test_second_conversion_in_one_process_uses_fresh_handles(packed, tmp_path):
+    out = tmp_path / "o.zarr"
+    convert(str(packed), str(out), pattern="spatial", target_chunk_mb=0.002, workers=1)
+    convert(str(packed), str(out), pattern="timeseries", target_chunk_mb=0.01, workers=1,
+            overwrite=True, validate=True)
+    with netCDF4.Dataset(packed) as nc:
+        nc.set_auto_maskandscale(False)
+        raw = nc["pr"][:]
+    np.testing.assert_array_equal(zarr.open_array(out, path="pr", mode="r")[:], raw)
+
+
+def test_validate_with_a_selection(packed, tmp_path):
+    s = convert(str(packed), str(tmp_path / "o.zarr"), select=["time=2000-01-06:2000-01-20"],
+                validate=True, workers=1)
+    assert s["validated"]["values"] >= 15 * 16 * 32
+
+
+def test_selection_off_the_chunk_grid_keeps_jobs_within_memory(tmp_path):
+    src = tmp_path / "o.nc"
+    with netCDF4.Dataset(src, "w") as nc:
+        nc.createDimension("time", 800)
+        nc.createDimension("lat", 64)
+        nc.createDimension("lon", 64)
+        t = nc.createVariable("time", "f8", ("time",))
+        t.units, t.calendar = "days since 2000-01-01", "noleap"
+        t[:] = np.arange(800)
+        v = nc.createVariable("tas", "f4", ("time", "lat", "lon"), chunksizes=(8, 64, 64))
+        v[:] = np.random.default_rng(1).random((800, 64, 64), dtype="f4")
+    sizes: list[int] = []
+    budget = 4 * MB
+    convert(str(src), str(tmp_path / "o.zarr"), select=["time=2000-01-05:2002-03-09"],
+            pattern="spatial", target_chunk_mb=0.25, max_memory=WORKER_BASELINE + budget,
+            workers=1, validate=True, warn=lambda m: None,
+            progress=lambda d, t, r: sizes.append(r["nbytes"]))
+    assert len(sizes) > 1 and max(sizes) <= budget
+
+
+def test_plan_dtype_must_match_how_the_source_is_read(packed, tmp_path):
+    ds = zarrport.open_dataset(str(packed), decode_times=False, mask_and_scale=False)
+    plan = make_plan(ds, str(packed))  # packed: int16
+    with pytest.raises(zarrport.errors.InvalidArgumentError, match="--decoded"):
+        convert(str(packed), str(tmp_path / "o.zarr"), plan=plan, decoded=True, workers=1)
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_output_over_the_source_is_refused(packed, tmp_path):
+    copy = tmp_path / "same.nc"
+    copy.write_bytes(packed.read_bytes())
+    code, _, err = run_cli("convert", str(copy), "-o", str(copy), "--overwrite")
+    _one_line_error(code, err, 2)
+    assert copy.read_bytes() == packed.read_bytes()
+    other = tmp_path / "file.txt"
+    other.write_text("keep")
+    code, _, err = run_cli("convert", str(packed), "-o", str(other), "--overwrite")
+    _one_line_error(code, err, 6)
+    assert other.read_text() == "keep"
+
+
+def test_grid_mapping_and_other_referenced_variables_come_along(packed, tmp_path):
+    src = tmp_path / "crs.nc"
+    src.write_bytes(packed.read_bytes())
+    with netCDF4.Dataset(src, "a") as nc:
+        crs = nc.createVariable("crs", "i4")
+        crs.grid_mapping_name = "latitude_longitude"
+        nc["pr"].grid_mapping = "crs"
+    out = tmp_path / "o.zarr"
+    convert(str(src), str(out), variables=["pr"], workers=1, validate=True)
+    ds = xr.open_dataset(out, engine="zarr")
+    assert ds.pr.attrs.get("grid_mapping") == "crs" or ds.pr.encoding.get("grid_mapping") \
+        == "crs"
+    assert ds["crs"].attrs["grid_mapping_name"] == "latitude_longitude"
+
+
+def test_corrupt_chunk_and_bad_plans_are_one_line(packed, tmp_path):
+    import h5py
+
+    bad = tmp_path / "rot.nc"
+    bad.write_bytes(packed.read_bytes())
+    with h5py.File(bad) as f:
+        info = f["pr"].id.get_chunk_info(1)
+    with open(bad, "r+b") as fh:  # bit rot inside one compressed chunk
+        fh.seek(info.byte_offset + 4)
+        fh.write(b"\xff" * 16)
+    code, _, err = run_cli("convert", str(bad), "-o", str(tmp_path / "a.zarr"), "--pattern",
+                           "spatial", "--target-chunk-mb", "0.002", "--workers", "1")
+    _one_line_error(code, err, 4)
+    assert "pr[" in err
+    ds = zarrport.open_dataset(str(packed), decode_times=False, mask_and_scale=False)
+    doc = make_plan(ds, str(packed)).to_dict()
+    for chunks, shards, needle in (([5, 8], None, "3 positive lengths"),
+                                   ([0, 8, 16], None, "3 positive lengths"),
+                                   ([5, 8, 16], [12, 8, 16], "whole multiples")):
+        doc["variables"]["pr"]["chunks"], doc["variables"]["pr"]["shards"] = chunks, shards
+        (tmp_path / "p.json").write_text(json.dumps(doc))
+        code, _, err = run_cli("convert", str(packed), "-o", str(tmp_path / "b.zarr"),
+                               "--plan", str(tmp_path / "p.json"))
+        _one_line_error(code, err, 2)
+        assert needle in err and not (tmp_path / "b.zarr").exists()

@@ -91,11 +91,13 @@ def print_plan(plan: Any) -> None:
 @_MEMORY
 @_VARIABLES
 @_GROUP
+@click.option("--decoded", is_flag=True,
+              help="Plan for `convert --decoded` (decoded floats instead of packed values).")
 @storage_option
 @json_flag
 def plan_cmd(source: str, pattern: str, storage_kind: str, target_chunk_mb: float | None,
              shards: bool, max_memory: str, variables: tuple[str, ...], group: str | None,
-             storage_options: tuple[str, ...], as_json: bool) -> None:
+             decoded: bool, storage_options: tuple[str, ...], as_json: bool) -> None:
     """Plan target chunks (and shards) per variable for an access pattern.
 
     Shows, per variable, the chunks chosen and why, the source chunks a conversion reads,
@@ -113,9 +115,10 @@ def plan_cmd(source: str, pattern: str, storage_kind: str, target_chunk_mb: floa
 
     opts = parse_storage_options(storage_options)
     url = storage.normalize_url(source)
-    ds = open_source(url, opts, group=group)
+    ds = open_source(url, opts, decoded=decoded, group=group)
     plan = make_plan(ds, url, pattern=pattern, storage=storage_kind,
-                     target_chunk_bytes=int(target_chunk_mb * 2**20) if target_chunk_mb else None,
+                     target_chunk_bytes=int(target_chunk_mb * 2**20)
+                     if target_chunk_mb is not None else None,
                      shards=shards, max_memory=parse_size(max_memory), variables=_names(variables))
     if as_json:
         echo_json(plan.to_dict())

@@ -71,6 +71,9 @@ def make_jobs(var: str, shape: tuple[int, ...], src_chunks: tuple[int, ...],
     if 0 in shape:  # an empty array: its metadata is all there is
         return []
     bounds = regions(shape, src_chunks, offsets, unit)
+    if budget is not None:
+        bounds = _within_budget(bounds, shape, unit, chunks, src_itemsize, tgt_itemsize,
+                                budget, var)
     counts = [len(b) - 1 for b in bounds]
     n_regions = math.prod(counts)
     # merge along the dimension with the most regions
@@ -105,6 +108,35 @@ def make_jobs(var: str, shape: tuple[int, ...], src_chunks: tuple[int, ...],
         nbytes = math.prod(z - a for a, z in block) * src_itemsize
         jobs.append(Job(var, idx, tuple(block), src, nbytes))
     return jobs
+
+
+def _largest(bounds: list[list[int]]) -> tuple[int, ...]:
+    return tuple(int(max(np.diff(b))) for b in bounds)
+
+
+def _within_budget(bounds: list[list[int]], shape: tuple[int, ...], unit: tuple[int, ...],
+                   chunks: tuple[int, ...], src_isz: int, tgt_isz: int, budget: int,
+                   var: str) -> list[list[int]]:
+    """Where a selection starting inside a source chunk leaves the two grids no common edge
+    for a long stretch (one region the whole dimension, over the memory budget), cut that
+    dimension on the write-unit grid instead: source chunks at those edges are read by two
+    jobs, but no two jobs write one shard."""
+    bounds = [list(b) for b in bounds]
+    while footprint(_largest(bounds), chunks, src_isz, tgt_isz) > budget:
+        grid = [sorted({0, n, *range(0, n, max(1, u))}) for n, u in zip(shape, unit,
+                                                                          strict=True)]
+        cands = [i for i in range(len(shape)) if len(bounds[i]) < len(grid[i])]
+        if not cands:
+            from zarrport.convert.plan import PlanError
+
+            raise PlanError(
+                f"{var}: one block of {_largest(bounds)} needs "
+                f"{footprint(_largest(bounds), chunks, src_isz, tgt_isz) / 2**20:.0f} MB, "
+                f"over the {budget / 2**20:.0f} MB a worker has for data; choose smaller "
+                "chunks (zarrport plan ... --max-memory) or raise --max-memory", variable=var)
+        i = max(cands, key=lambda k: max(np.diff(bounds[k])) / max(1, unit[k]))
+        bounds[i] = grid[i]
+    return bounds
 
 
 def cuts_source_chunks(start: int, stop: int, n: int, src_chunk: int) -> tuple[int, int] | None:

@@ -79,7 +79,10 @@ def parse_size(text: str | int | float | None, *, what: str = "--max-memory") ->
     if not m:
         raise InvalidArgumentError(f"{what} wants a size such as 2GB or 512MB, got {text!r}")
     scale = {"": 1, "k": 2**10, "m": MB, "g": GB, "t": 2**40}[m.group(2).lower()]
-    return int(float(m.group(1)) * scale)
+    size = int(float(m.group(1)) * scale)
+    if size <= 0:
+        raise InvalidArgumentError(f"{what} must be more than 0, got {text!r}")
+    return size
 
 
 # --------------------------------------------------------------------------- the model
@@ -548,10 +551,31 @@ def make_plan(ds: Any, source: str, *, pattern: str = "auto", storage: str = "cl
                 shards=shards, max_memory=max_memory or 0, variables=plans)
 
 
+def _check_shapes(name: str, vp: VariablePlan) -> None:
+    """Chunks and shards of a plan given by hand: one positive length per dimension, shards
+    whole multiples of the chunks (the sharding codec's rule)."""
+    n = len(vp.dims)
+    for what, t in (("chunks", vp.chunks), ("shards", vp.shards)):
+        if t is None:
+            continue
+        if len(t) != n or any(int(c) < 1 for c in t):
+            raise InvalidArgumentError(
+                f"the plan's {what} for {name}, {list(t)}, must be {n} positive lengths, one "
+                f"per dimension {vp.dims}", variable=name)
+    if vp.shards is not None:
+        bad = [d for d, s, c, m in zip(vp.dims, vp.shards, vp.chunks, vp.shape, strict=True)
+               if s % c and s < m]
+        if bad:
+            raise InvalidArgumentError(
+                f"the plan's shards for {name} {list(vp.shards)} are not whole multiples of "
+                f"its chunks {list(vp.chunks)} along {', '.join(bad)}", variable=name)
+
+
 def check_plan(plan: Plan, ds: Any, max_memory: int | None) -> None:
     """A plan given with --plan must name variables of this source with their shapes, and
     each of its regions must fit ``max_memory`` (an error saying which chunking would)."""
     for name, vp in plan.variables.items():
+        _check_shapes(name, vp)
         if name not in ds.variables:
             raise InvalidArgumentError(
                 f"the plan names variable {name!r}, which the source does not have; it has "
@@ -562,6 +586,12 @@ def check_plan(plan: Plan, ds: Any, max_memory: int | None) -> None:
                 f"the plan's {name} is {vp.dims} {vp.shape}, the source's is "
                 f"{tuple(ds[name].dims)} {shape}: make the plan from this source "
                 "(zarrport plan SOURCE --json > plan.json)", variable=name)
+        have = np.dtype(ds[name].dtype)
+        if np.dtype(vp.dtype) != have:
+            raise InvalidArgumentError(
+                f"the plan writes {name} as {vp.dtype}, but the source reads as {have} here "
+                "(a plan made without --decoded used with --decoded, or the other way round); "
+                "make the plan with the same --decoded, or edit its dtype", variable=name)
         if max_memory is None:
             continue
         src_chunks, _ = source_chunking(ds[name])

@@ -53,6 +53,7 @@ from zarrport.convert.plan import (
     source_chunking,
 )
 from zarrport.errors import (
+    CorruptSourceError,
     InvalidArgumentError,
     OutputExistsError,
     OutputNotWritableError,
@@ -168,7 +169,15 @@ def selection_slices(ds_decoded: Any, select: dict[str, tuple[str, str]],
                                   f"--select {dim}={a}:{b}")
         else:  # no coordinate: positions
             n = ds_decoded.sizes[dim]
-            out[dim] = slice(int(a) if a else None, int(b) if b else None).indices(n)[:2]
+            try:
+                lo, hi = (int(a) if a else None), (int(b) if b else None)
+            except ValueError as err:
+                raise InvalidArgumentError(
+                    f"--select {dim}={a}:{b}: {dim} has no coordinate, so give positions "
+                    "(integers)") from err
+            out[dim] = slice(lo, hi).indices(n)[:2]
+            if out[dim][1] <= out[dim][0]:
+                raise InvalidArgumentError(f"--select {dim}={a}:{b} selects nothing")
     if bbox is not None:
         w, s, e, n = bbox
         # the largest field names the spatial dimensions (not a bounds variable)
@@ -251,8 +260,12 @@ _CACHE: dict[Any, Any] = {}
 
 
 def _open_source(spec: dict[str, Any]) -> Any:
-    key = ("src", spec["source"], json.dumps(spec.get("storage_options"), sort_keys=True,
-                                             default=str), spec["decoded"])
+    """The source, opened once per run and process (the run id keeps a later conversion in
+    the same process -- a notebook, a long-lived Dask worker -- from reading an old handle;
+    validation opens its own)."""
+    key = ("src", spec.get("run"), bool(spec.get("validate")), spec["source"],
+           json.dumps(spec.get("storage_options"), sort_keys=True, default=str),
+           spec["decoded"])
     ds = _CACHE.get(key)
     if ds is None:
         from zarrport.hdf5 import use_hdf5_plugins
@@ -261,7 +274,8 @@ def _open_source(spec: dict[str, Any]) -> Any:
         use_hdf5_plugins()
         ds = open_dataset(spec["source"], storage_options=spec.get("storage_options"),
                           **_open_kwargs(spec["decoded"], spec.get("group")))
-        _CACHE.clear()  # one source per process at a time
+        for k in [k for k in _CACHE if k[0] == "src" or k[1] != spec.get("run")]:
+            del _CACHE[k]  # one source (and one run's output arrays) per process at a time
         _CACHE[key] = ds
     return ds
 
@@ -333,12 +347,14 @@ def _groups_hint(url: str) -> str:
     return f"; its groups: {', '.join(names[:10])} (pass --group)" if names else ""
 
 
-def _out_array(path: str, var: str) -> Any:
-    key = ("out", path, var)
+def _out_array(path: str, var: str, run: str | None, fresh: bool = False) -> Any:
+    import zarr
+
+    if fresh:  # validation reads what is on disk, through a new handle
+        return zarr.open_array(path, path=var, mode="r")
+    key = ("out", run, path, var)
     arr = _CACHE.get(key)
     if arr is None:
-        import zarr
-
         arr = zarr.open_array(path, path=var, mode="r+")
         _CACHE[key] = arr
     return arr
@@ -379,7 +395,8 @@ def run_job(spec: dict[str, Any], job: Job) -> dict[str, Any]:
         if spec.get("single_file"):
             _check_unchanged(spec)
         data = _read_block(spec, job.var, job.src_slices())
-        arr = _out_array(spec["output"], job.var)
+        arr = _out_array(spec["output"], job.var, spec.get("run"),
+                         fresh=bool(spec.get("validate")))
         if spec.get("validate"):
             stored = arr[job.out_slices()] if job.out else arr[...]
             diff = _difference(data, np.asarray(stored))
@@ -397,6 +414,16 @@ def run_job(spec: dict[str, Any], job: Job) -> dict[str, Any]:
         del data
     except ZarrportError as err:
         return {"key": job.key, "ok": False, "error": err.code, "message": str(err)}
+    except MemoryError:
+        return {"key": job.key, "ok": False, "error": "storage_error",
+                "message": f"{job.var}[{_fmt_block(job.out)}]: out of memory; lower "
+                           "--max-memory or --workers"}
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as err:
+        # what the source's reader raises on damaged data (netCDF4's "HDF error", a codec's
+        # error on a corrupt chunk): one line naming the block
+        return {"key": job.key, "ok": False, "error": "corrupt_source",
+                "message": f"{job.var}[{_fmt_block(job.out)}] of {spec['source']}: "
+                           f"{type(err).__name__}: {err}"}
     except OSError as err:
         import errno
 
@@ -435,9 +462,10 @@ def _difference(a: np.ndarray, b: np.ndarray) -> str | None:
         same = a == b
     if np.all(same):
         return None
-    bad = np.argwhere(~np.asarray(same))
-    first = tuple(int(i) for i in bad[0])
-    return (f"{len(bad)} values differ from the source, first at {first}: "
+    same = np.asarray(same)
+    n_bad = int(same.size - np.count_nonzero(same))
+    first = tuple(int(i) for i in np.unravel_index(int(np.argmin(same)), same.shape))
+    return (f"{n_bad} values differ from the source, first at {first}: "
             f"{a[first]!r} in the source, {b[first]!r} written")
 
 
@@ -476,8 +504,9 @@ class _State:
             return None
         done = set()
         with contextlib.suppress(OSError):
-            done = {line.strip() for line in (p / "done").read_text().splitlines()
-                    if line.strip()}
+            text = (p / "done").read_text()
+            lines = text.split("\n")[:-1]  # a last line without its newline was torn
+            done = {line.strip() for line in lines if line.strip()}
         return cls(p, doc, done)
 
 
@@ -536,6 +565,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
     from zarrport.open import detect, open_dataset
 
     t_start = time.perf_counter()
+    run_id = os.urandom(8).hex()  # this call's worker caches (see _open_source)
     warn = warn or (lambda msg: warnings.warn(msg, stacklevel=2))
     max_mem = parse_size(max_memory)
     src_url = storage.normalize_url(source)
@@ -545,6 +575,13 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
             f"{output}: convert writes to a local directory; copy the store to object "
             "storage afterwards (e.g. with `aws s3 sync` or `azcopy`)")
     out = Path(out_url.removeprefix("file://"))
+    if src_url.startswith("file://"):
+        src_path = Path(src_url.removeprefix("file://")).resolve()
+        o = out.resolve()
+        if o == src_path or src_path in o.parents or o in src_path.parents:
+            raise InvalidArgumentError(
+                f"the output {output} is, holds or sits inside the source {source}; write it "
+                "elsewhere")
     kind = detect(src_url, storage_options)
     if kind == "batch":
         raise InvalidArgumentError(
@@ -565,11 +602,14 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
                               **({"group": group} if group else {}))
         sel = selection_slices(ds_dec, select or {}, bbox)
     names = convertible_variables(ds, variables)
-    # bounds of kept coordinates come along
-    for c in list(ds.coords.values()) + [ds[n] for n in names]:
-        b = c.attrs.get("bounds")
-        if isinstance(b, str) and b in ds.data_vars and b not in names:
-            names.append(b)
+    # what kept variables point at comes along: bounds, grid mappings (often scalar),
+    # ancillary variables, climatology bounds, cell measures
+    for c in list(ds.coords.values()) + [ds[n] for n in list(names)]:
+        for key in ("bounds", "grid_mapping", "ancillary_variables", "climatology",
+                    "cell_measures"):
+            for ref in _named(c.attrs.get(key)):
+                if ref in ds.data_vars and ref not in names:
+                    names.append(ref)
     full = ds
     ds = ds[names]
     if sel:
@@ -587,7 +627,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
     try:
         big = sum(ds[n].size * ds[n].dtype.itemsize for n in ds.data_vars)
         if client is None and n_workers > 1 and big > EARLY_POOL_BYTES:
-            pool = _Pool(n_workers, warm={"source": src_url, "group": group,
+            pool = _Pool(n_workers, warm={"source": src_url, "group": group, "run": run_id,
                                           "storage_options": storage_options,
                                           "decoded": decoded})
         if client is not None:
@@ -599,7 +639,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
         if plan is None:
             plan = make_plan(ds, src_url, pattern=pattern, storage=storage_kind,
                              target_chunk_bytes=int(target_chunk_mb * 2**20)
-                             if target_chunk_mb else None,
+                             if target_chunk_mb is not None else None,
                              shards=shards, max_memory=per_job_mem, variables=names)
         else:
             plan = _select_plan(plan, names, variables)
@@ -630,7 +670,11 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
         doc = {"source": src_url, "plan": plan.to_dict(), "codec": codec, "level": level,
                "select": {k: list(v) for k, v in sel.items()}, "decoded": decoded,
                "group": group,
-               "jobs": len(jobs), "inline": sorted(inline)}
+               "jobs": len(jobs), "inline": sorted(inline),
+               # the blocks themselves: a resume must mean the same job keys cover the same
+               # blocks (a --plan with another --max-memory can give as many, cut elsewhere)
+               "blocks": hashlib.sha256(json.dumps(
+                   [(j.var, j.out) for j in jobs]).encode()).hexdigest()}
         options = _options_hash(doc)
         state = _prepare(out, options, fingerprint, overwrite)
         if state is None:  # a fresh start: the metadata of the whole store, then the state
@@ -641,7 +685,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
                 shutil.rmtree(out, ignore_errors=True)
                 raise
         spec = {"source": src_url, "storage_options": storage_options, "decoded": decoded,
-                "group": group,
+                "group": group, "run": run_id,
                 "output": str(out), "fingerprint": fingerprint,
                 "single_file": kind in ("netcdf4", "netcdf3", "grib")}
         todo = [j for j in jobs if j.key not in state.done]
@@ -666,7 +710,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
             _run(jobs, vspec, client, n_workers, None, vstats, None, 0, len(jobs), src_url,
                  kind, storage_options, fingerprint, what="validating", pool=pool)
             _validate_metadata(src_url, str(out), storage_options, decoded, plan, group,
-                               inline)
+                               inline, sel)
             summary["validated"] = {"jobs": len(jobs), "values": int(sum(
                 math.prod(b - a for a, b in j.out) for j in jobs) + sum(
                 math.prod(plan.variables[n].shape) for n in inline)),
@@ -686,6 +730,13 @@ def _select_plan(plan: Plan, names: list[str], variables: list[str] | None) -> P
                                        f"plans {', '.join(plan.variables)}")
         plan.variables = {k: v for k, v in plan.variables.items() if k in variables}
     return plan
+
+
+def _named(value: Any) -> list[str]:
+    """Variable names in a CF attribute: 'crs', 'a b', 'area: cell_area', 'crs: x y'."""
+    if not isinstance(value, str):
+        return []
+    return [w for w in value.replace(":", " ").split() if w]
 
 
 def _alignment_check(ds: Any, ds_dec: Any, names: list[str], sel: dict[str, tuple[int, int]],
@@ -761,13 +812,10 @@ def _prepare(out: Path, options: str, fingerprint: list, overwrite: bool
         ours = state is None and is_incomplete("file://" + str(out)) is not None
         if not overwrite and not ours:
             raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
-        if out.is_dir() and any(out.iterdir()) and not _is_zarr_dir(out):
+        if out.is_file() or (out.is_dir() and any(out.iterdir()) and not _is_zarr_dir(out)):
             raise OutputExistsError(
                 f"{out} exists and is not a Zarr store; zarrport will not delete it")
-        if out.is_dir():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
+        shutil.rmtree(out)
     if not out.parent.is_dir():
         raise OutputNotWritableError(f"cannot write {out}: {out.parent} is not a directory")
     if not os.access(out.parent, os.W_OK):
@@ -885,7 +933,14 @@ def _results(jobs: list[Job], spec: dict[str, Any], client: Any, n_workers: int,
         futures = [pool.executor.submit(run_job, spec, j) for j in jobs]
         try:
             for fut in cf.as_completed(futures):
-                yield fut.result()
+                try:
+                    result = fut.result()
+                except cf.process.BrokenProcessPool as err:
+                    raise StorageError(
+                        "a worker process died (killed, or out of memory?); lower "
+                        "--max-memory or --workers, then run the same command again to "
+                        "resume") from err
+                yield result
         finally:
             for f in futures:
                 f.cancel()
@@ -935,7 +990,8 @@ def _run(jobs: list[Job], spec: dict[str, Any], client: Any, n_workers: int,
     for r in _results(jobs, spec, client, n_workers, pool):
         if not r["ok"]:
             cls = {"verification_failed": VerificationError, "source_changed": SourceChangedError,
-                   "storage_error": StorageError}.get(r["error"], ZarrportError)
+                   "storage_error": StorageError,
+                   "corrupt_source": CorruptSourceError}.get(r["error"], ZarrportError)
             raise cls(r["message"])
         if state is not None:
             state.record(r["key"])
@@ -989,12 +1045,15 @@ def _summary(out: Path, plan: Plan, jobs: list[Job], stats: _Stats, t0: float, s
 
 
 def _validate_metadata(src: str, out: str, storage_options: dict | None, decoded: bool,
-                       plan: Plan, group: str | None, inline: set[str]) -> None:
+                       plan: Plan, group: str | None, inline: set[str],
+                       sel: dict[str, tuple[int, int]]) -> None:
     """Coordinates and attributes of the output match the source's (values are checked by
     the validation jobs)."""
     from zarrport.open import open_dataset
 
     a = open_dataset(src, storage_options=storage_options, **_open_kwargs(decoded, group))
+    if sel:  # the part converted
+        a = a.isel({d: slice(lo, hi) for d, (lo, hi) in sel.items()})
     b = open_dataset("file://" + out, **_open_kwargs(decoded))
     for name in b.variables:
         if name not in a.variables:
