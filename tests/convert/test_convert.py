@@ -516,8 +516,12 @@ def test_resume_refuses_jobs_cut_elsewhere(tmp_path):
     ds = zarrport.open_dataset(str(src), decode_times=False, mask_and_scale=False)
     plan = make_plan(ds, str(src), pattern="spatial", target_chunk_bytes=4096,
                      max_memory=None)
-    field = 32 * 32 * 4
-    a, b = (WORKER_BASELINE + field * 2 * (n + 5) for n in (36, 37))
+    # a field read + written is 8 KB, plus the codec's 10 chunks in flight: 36 or 37 fields
+    a, b = (WORKER_BASELINE + 8192 * (n + 10) for n in (36, 37))
+    from zarrport.convert.jobs import make_jobs
+    cuts = [make_jobs("tas", (1000, 32, 32), (1, 32, 32), (0, 0, 0), (1, 32, 32),
+                      (1, 32, 32), 4, 4, m - WORKER_BASELINE, min_jobs=16) for m in (a, b)]
+    assert len(cuts[0]) == len(cuts[1]) and cuts[0][1].out != cuts[1][1].out
     out = tmp_path / "o.zarr"
     with pytest.raises(_Stop):
         convert(str(src), str(out), plan=plan, max_memory=a, workers=1,
