@@ -145,12 +145,12 @@ def convert_into(source: str, repo_url: str, *, variables: list[str] | None = No
     same = _same_place(src_url, repo_url)
     src = None if same else _Source(src_url, storage_options)
 
-    # selection_slices finds latitude/longitude for --bbox on the first data variable:
-    # make it the one with the most dimensions (the store's listing order puts bounds first)
-    by_rank = decoded[sorted(decoded.data_vars, key=lambda n: -decoded[n].ndim)]
-    sel = selection_slices(by_rank, select or {}, bbox) if (select or bbox) else {}
+    sel = selection_slices(decoded, select or {}, bbox) if (select or bbox) else {}
     names = _variables(decoded, session.store, variables, sel, repo_url)
     raw = _open_session(session.store, decode=False)
+    # the largest variables first: a selection that cuts chunks is reported (and with
+    # --strict refused) by the main field, whatever order the store lists variables in
+    names = sorted(names, key=lambda n: (-decoded[n].ndim, -decoded[n].size, n))
     planned = [_plan_variable(name, raw, decoded, sel, src, strict, repo_url, src_url)
                for name in names]
     todo: list[_Var] = []

@@ -128,12 +128,13 @@ def _within_budget(bounds: list[list[int]], shape: tuple[int, ...], unit: tuple[
         cands = [i for i in range(len(shape)) if len(bounds[i]) < len(grid[i])]
         if not cands:
             from zarrport.convert.plan import PlanError
+            from zarrport.inspect.guidelines import human_bytes
 
             raise PlanError(
                 f"{var}: one block of {_largest(bounds)} needs "
-                f"{footprint(_largest(bounds), chunks, src_isz, tgt_isz) / 2**20:.0f} MB, "
-                f"over the {budget / 2**20:.0f} MB a worker has for data; choose smaller "
-                "chunks (zarrport plan ... --max-memory) or raise --max-memory", variable=var)
+                f"{human_bytes(footprint(_largest(bounds), chunks, src_isz, tgt_isz))}, over "
+                f"the {human_bytes(budget)} a worker has for data; choose smaller chunks "
+                "(zarrport plan ... --max-memory) or raise --max-memory", variable=var)
         i = max(cands, key=lambda k: max(np.diff(bounds[k])) / max(1, unit[k]))
         bounds[i] = grid[i]
     return bounds

@@ -273,16 +273,18 @@ def _open_source(spec: dict[str, Any]) -> Any:
 
         use_hdf5_plugins()
         ds = open_dataset(spec["source"], storage_options=spec.get("storage_options"),
-                          **_open_kwargs(spec["decoded"], spec.get("group")))
+                          **_open_kwargs(spec["decoded"], spec.get("group"),
+                                         spec.get("version")))
         for k in [k for k in _CACHE if k[0] == "src" or k[1] != spec.get("run")]:
             del _CACHE[k]  # one source (and one run's output arrays) per process at a time
         _CACHE[key] = ds
     return ds
 
 
-def _open_kwargs(decoded: bool, group: str | None = None) -> dict[str, Any]:
+def _open_kwargs(decoded: bool, group: str | None = None,
+                 version: dict[str, Any] | None = None) -> dict[str, Any]:
     kw: dict[str, Any] = {"decode_times": False, "decode_timedelta": False,
-                          "mask_and_scale": decoded}
+                          "mask_and_scale": decoded, **(version or {})}
     if group:
         kw["group"] = group
     return kw
@@ -290,7 +292,8 @@ def _open_kwargs(decoded: bool, group: str | None = None) -> dict[str, Any]:
 
 def open_source(url: str, storage_options: dict | None, decoded: bool = False,
                 group: str | None = None, skip_unsupported: bool = False,
-                skipped: list[str] | None = None) -> Any:
+                skipped: list[str] | None = None,
+                version: dict[str, Any] | None = None) -> Any:
     """The source as a conversion reads it (values as stored, CF attributes as they are);
     what xarray cannot open is one line naming the source. Variables the reader leaves out
     (netCDF4 skips opaque, compound and some VLEN types with a warning) are an error unless
@@ -303,7 +306,7 @@ def open_source(url: str, storage_options: dict | None, decoded: bool = False,
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = open_dataset(url, storage_options=storage_options,
-                              **_open_kwargs(decoded, group))
+                              **_open_kwargs(decoded, group, version))
         left_out = []
         for w in caught:
             text = str(w.message)
@@ -594,7 +597,11 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
     codec_chain(codec, level, 4)  # a bad codec or level fails before anything is opened
 
     skipped: list[str] = []
-    ds = open_source(src_url, storage_options, decoded, group, skip_unsupported, skipped)
+    # an Icechunk source is read at one snapshot by the driver and every worker: a commit
+    # landing meanwhile cannot mix two versions into the copy
+    version = _pin_snapshot(src_url, kind, storage_options)
+    ds = open_source(src_url, storage_options, decoded, group, skip_unsupported, skipped,
+                     version)
     sel: dict[str, tuple[int, int]] = {}
     ds_dec = None
     if select or bbox:
@@ -628,6 +635,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
         big = sum(ds[n].size * ds[n].dtype.itemsize for n in ds.data_vars)
         if client is None and n_workers > 1 and big > EARLY_POOL_BYTES:
             pool = _Pool(n_workers, warm={"source": src_url, "group": group, "run": run_id,
+                                          "version": version,
                                           "storage_options": storage_options,
                                           "decoded": decoded})
         if client is not None:
@@ -685,7 +693,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
                 shutil.rmtree(out, ignore_errors=True)
                 raise
         spec = {"source": src_url, "storage_options": storage_options, "decoded": decoded,
-                "group": group, "run": run_id,
+                "group": group, "run": run_id, "version": version,
                 "output": str(out), "fingerprint": fingerprint,
                 "single_file": kind in ("netcdf4", "netcdf3", "grib")}
         todo = [j for j in jobs if j.key not in state.done]
@@ -710,7 +718,7 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
             _run(jobs, vspec, client, n_workers, None, vstats, None, 0, len(jobs), src_url,
                  kind, storage_options, fingerprint, what="validating", pool=pool)
             _validate_metadata(src_url, str(out), storage_options, decoded, plan, group,
-                               inline, sel)
+                               inline, sel, version)
             summary["validated"] = {"jobs": len(jobs), "values": int(sum(
                 math.prod(b - a for a, b in j.out) for j in jobs) + sum(
                 math.prod(plan.variables[n].shape) for n in inline)),
@@ -730,6 +738,15 @@ def _select_plan(plan: Plan, names: list[str], variables: list[str] | None) -> P
                                        f"plans {', '.join(plan.variables)}")
         plan.variables = {k: v for k, v in plan.variables.items() if k in variables}
     return plan
+
+
+def _pin_snapshot(url: str, kind: str, storage_options: dict | None) -> dict[str, Any]:
+    """``{"snapshot": id}`` of the tip of ``main`` for an Icechunk source, else {}."""
+    if kind != "icechunk":
+        return {}
+    from zarrport.history import open_repository
+
+    return {"snapshot": open_repository(url, storage_options).lookup_branch("main")}
 
 
 def _named(value: Any) -> list[str]:
@@ -1046,12 +1063,13 @@ def _summary(out: Path, plan: Plan, jobs: list[Job], stats: _Stats, t0: float, s
 
 def _validate_metadata(src: str, out: str, storage_options: dict | None, decoded: bool,
                        plan: Plan, group: str | None, inline: set[str],
-                       sel: dict[str, tuple[int, int]]) -> None:
+                       sel: dict[str, tuple[int, int]], version: dict[str, Any]) -> None:
     """Coordinates and attributes of the output match the source's (values are checked by
     the validation jobs)."""
     from zarrport.open import open_dataset
 
-    a = open_dataset(src, storage_options=storage_options, **_open_kwargs(decoded, group))
+    a = open_dataset(src, storage_options=storage_options,
+                     **_open_kwargs(decoded, group, version))
     if sel:  # the part converted
         a = a.isel({d: slice(lo, hi) for d, (lo, hi) in sel.items()})
     b = open_dataset("file://" + out, **_open_kwargs(decoded))
