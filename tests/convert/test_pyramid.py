@@ -490,7 +490,7 @@ def test_cli_bad_input_one_line_nothing_written(tmp_path, continuous, capsys, ca
     elif case == "remote_out":
         out, needle = "s3://bucket/p.zarr", "pyramid writes to a local directory"
     else:
-        out, needle = continuous, "the output cannot be (in) the source"
+        out, needle = continuous, "sits inside the source"
     before = sorted(p.name for p in tmp_path.iterdir())
     size = continuous.stat().st_size
     got, stdout, err = cli(capsys, "pyramid", src, "-o", str(out), *extra)

@@ -46,7 +46,7 @@ import numpy as np
 
 from zarrport import storage
 from zarrport.convert.jobs import Job, cuts_source_chunks, make_jobs
-from zarrport.convert.plan import GB, MB, WORKER_BASELINE, footprint, parse_size
+from zarrport.convert.plan import GB, WORKER_BASELINE, footprint, memory_limit
 from zarrport.errors import (
     IncompatibleSourcesError,
     InvalidArgumentError,
@@ -124,12 +124,7 @@ def convert_into(source: str, repo_url: str, *, variables: list[str] | None = No
         select = parse_select(select)
     if isinstance(bbox, str):
         bbox = parse_bbox(bbox)
-    max_mem = parse_size(max_memory)
-    if max_mem is not None and max_mem <= WORKER_BASELINE:
-        raise InvalidArgumentError(
-            f"--max-memory {human_bytes(max_mem)} is below what the process needs before "
-            f"reading anything ({human_bytes(WORKER_BASELINE)}); give at least "
-            f"{human_bytes(WORKER_BASELINE + 64 * MB)}")
+    max_mem = memory_limit(max_memory, who="the process")
     if workers is not None and workers < 1:
         raise InvalidArgumentError("--workers must be at least 1")
     n_workers = workers or min(os.cpu_count() or 1, 8)

@@ -85,6 +85,18 @@ def parse_size(text: str | int | float | None, *, what: str = "--max-memory") ->
     return size
 
 
+def memory_limit(value: str | int | None, *, who: str = "a worker") -> int | None:
+    """``--max-memory`` in bytes, refused when it leaves nothing beyond what ``who`` (a
+    worker process) holds before reading anything (:data:`WORKER_BASELINE`)."""
+    limit = parse_size(value)
+    if limit is not None and limit <= WORKER_BASELINE:
+        raise InvalidArgumentError(
+            f"--max-memory {human_bytes(limit)} is below what {who} needs before reading "
+            f"anything ({human_bytes(WORKER_BASELINE)}); give at least "
+            f"{human_bytes(WORKER_BASELINE + 64 * MB)}")
+    return limit
+
+
 # --------------------------------------------------------------------------- the model
 
 
@@ -533,11 +545,7 @@ def make_plan(ds: Any, source: str, *, pattern: str = "auto", storage: str = "cl
         raise InvalidArgumentError(f"--pattern must be one of {', '.join(PATTERNS)}")
     if storage not in STORAGE_TARGETS:
         raise InvalidArgumentError(f"--storage must be one of {', '.join(STORAGE_TARGETS)}")
-    if max_memory is not None and max_memory <= WORKER_BASELINE:
-        raise InvalidArgumentError(
-            f"--max-memory {human_bytes(max_memory)} is below what a worker needs before "
-            f"reading anything ({human_bytes(WORKER_BASELINE)}); give at least "
-            f"{human_bytes(WORKER_BASELINE + 64 * MB)}")
+    memory_limit(max_memory)
     if target_chunk_bytes is not None and target_chunk_bytes < 1024:
         raise InvalidArgumentError("--target-chunk-mb must be at least 0.001 (1 KB)")
     names = convertible_variables(ds, variables)

@@ -47,7 +47,7 @@ import numpy as np
 
 from zarrport import storage
 from zarrport.convert.plan import _TIME_NAMES, dim_roles, source_chunking
-from zarrport.convert.writer import MARKER, _is_zarr_dir
+from zarrport.convert.writer import MARKER, _is_zarr_dir, local_output
 from zarrport.errors import (
     InvalidArgumentError,
     OutputExistsError,
@@ -499,17 +499,7 @@ def pyramid(source: str, output: str, *, levels: int | str | None = None, method
             f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     n_wanted = _parse_levels(levels)
     src_url = storage.normalize_url(source)
-    out_url = storage.normalize_url(output)
-    if not out_url.startswith("file://"):
-        raise InvalidArgumentError(
-            f"{output}: pyramid writes to a local directory; copy the store to object "
-            "storage afterwards")
-    out = Path(out_url.removeprefix("file://"))
-    if src_url.startswith("file://"):
-        src_path = Path(src_url.removeprefix("file://")).resolve()
-        o = out.resolve()
-        if o == src_path or src_path in o.parents or o in src_path.parents:
-            raise InvalidArgumentError(f"{output}: the output cannot be (in) the source")
+    out = local_output(src_url, output, "pyramid")
     _clear(out, overwrite)  # refuse early, before reading anything
     kind = detect(src_url, storage_options)
     if kind == "batch":

@@ -55,7 +55,7 @@ from zarrport.convert.plan import (
     VariablePlan,
     check_plan,
     footprint,
-    parse_size,
+    memory_limit,
     plan_variable,
     region_shape,
     source_chunking,
@@ -457,12 +457,7 @@ def rechunk(source: str, output: str, *, plan: Plan | str | Path | None = None,
         raise InvalidArgumentError("give exactly one of --plan, --chunks or --pattern")
     if isinstance(chunks, (list, tuple)):
         chunks = parse_chunks(chunks)
-    max_mem = parse_size(max_memory)
-    if max_mem is not None and max_mem <= WORKER_BASELINE:
-        raise InvalidArgumentError(
-            f"--max-memory {human_bytes(max_mem)} is below what a worker needs before "
-            f"reading anything ({human_bytes(WORKER_BASELINE)}); give at least "
-            f"{human_bytes(WORKER_BASELINE + 64 * MB)}")
+    max_mem = memory_limit(max_memory)
     if target_chunk_mb is not None and target_chunk_mb * MB < 1024:
         raise InvalidArgumentError("--target-chunk-mb must be at least 0.001 (1 KB)")
     codec_chain(codec, level, 4)

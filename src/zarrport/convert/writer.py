@@ -49,7 +49,7 @@ from zarrport.convert.plan import (
     convertible_variables,
     dim_roles,
     make_plan,
-    parse_size,
+    memory_limit,
     source_chunking,
 )
 from zarrport.errors import (
@@ -574,21 +574,9 @@ def convert(source: str, output: str, *, plan: Plan | str | Path | None = None,
     t_start = time.perf_counter()
     run_id = os.urandom(8).hex()  # this call's worker caches (see _open_source)
     warn = warn or (lambda msg: warnings.warn(msg, stacklevel=2))
-    max_mem = parse_size(max_memory)
+    max_mem = memory_limit(max_memory)
     src_url = storage.normalize_url(source)
-    out_url = storage.normalize_url(output)
-    if not out_url.startswith("file://"):
-        raise InvalidArgumentError(
-            f"{output}: convert writes to a local directory; copy the store to object "
-            "storage afterwards (e.g. with `aws s3 sync` or `azcopy`)")
-    out = Path(out_url.removeprefix("file://"))
-    if src_url.startswith("file://"):
-        src_path = Path(src_url.removeprefix("file://")).resolve()
-        o = out.resolve()
-        if o == src_path or src_path in o.parents or o in src_path.parents:
-            raise InvalidArgumentError(
-                f"the output {output} is, holds or sits inside the source {source}; write it "
-                "elsewhere")
+    out = local_output(src_url, output, "convert")
     kind = detect(src_url, storage_options)
     if kind == "batch":
         raise InvalidArgumentError(
@@ -742,6 +730,25 @@ def _select_plan(plan: Plan, names: list[str], variables: list[str] | None) -> P
                                        f"plans {', '.join(plan.variables)}")
         plan.variables = {k: v for k, v in plan.variables.items() if k in variables}
     return plan
+
+
+def local_output(src_url: str, output: str, command: str) -> Path:
+    """The local directory ``output`` names; refused when remote (``command`` writes local
+    stores), or when it is, holds or sits inside the source."""
+    out_url = storage.normalize_url(output)
+    if not out_url.startswith("file://"):
+        raise InvalidArgumentError(
+            f"{output}: {command} writes to a local directory; copy the store to object "
+            "storage afterwards (e.g. with `aws s3 sync` or `azcopy`)")
+    out = Path(out_url.removeprefix("file://"))
+    if src_url.startswith("file://"):
+        src_path = Path(src_url.removeprefix("file://")).resolve()
+        o = out.resolve()
+        if o == src_path or src_path in o.parents or o in src_path.parents:
+            raise InvalidArgumentError(
+                f"the output {output} is, holds or sits inside the source "
+                f"{src_url.removeprefix('file://')}; write it elsewhere")
+    return out
 
 
 def _pin_snapshot(url: str, kind: str, storage_options: dict | None) -> dict[str, Any]:
