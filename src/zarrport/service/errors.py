@@ -45,9 +45,11 @@ HTTP_STATUS: dict[str, int] = {
     "misaligned_chunks": 422,
     "incompatible_sources": 422,
     "partial_failure": 422,  # a batch run (service in batch mode) failed on the source
+    "source_changed": 422,  # the source changed while it was being read
     # the service's side
     "output_exists": 409,
     "needs_migration": 409,  # the service's output is an Icechunk 1 repository
+    "incomplete_output": 409,  # an unfinished `zarrport convert` store
     "missing_extra": 500,  # the service was installed without an extra it needs
     "output_not_writable": 500,
     "verification_failed": 500,
