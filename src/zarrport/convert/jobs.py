@@ -79,7 +79,6 @@ def make_jobs(var: str, shape: tuple[int, ...], src_chunks: tuple[int, ...],
     # merge along the dimension with the most regions
     axis = max(range(len(shape)), key=lambda i: counts[i])
     b = bounds[axis]
-    widths = np.diff(b)
     other = [max(np.diff(bounds[i])) if i != axis else 1 for i in range(len(shape))]
     per_pos = math.prod(other)
     limit = budget if budget is not None else float("inf")
@@ -99,7 +98,6 @@ def make_jobs(var: str, shape: tuple[int, ...], src_chunks: tuple[int, ...],
             j += 1
         groups.append((b[i], b[j]))
         i = j
-    del widths
     axes = [list(zip(bounds[k][:-1], bounds[k][1:], strict=True)) if k != axis else groups
             for k in range(len(shape))]
     jobs = []

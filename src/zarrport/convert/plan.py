@@ -241,8 +241,7 @@ def source_chunking(var: Any) -> tuple[tuple[int, ...], str]:
     dchunks = getattr(data, "chunks", None)
     if dchunks and isinstance(dchunks[0], tuple):
         return tuple(int(c[0]) if c else 1 for c in dchunks), "dask"
-    if enc.get("contiguous") or (var.ndim and enc.get("source")):
-        return tuple(1 for _ in shape), "contiguous"
+    # no chunks recorded: contiguous storage, any block of which reads only its own bytes
     return tuple(1 for _ in shape), "contiguous"
 
 

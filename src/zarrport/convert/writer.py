@@ -926,13 +926,11 @@ def _write_template(ds: Any, plan: Plan, codecs_for: dict[str, list], out: Path,
 class _Stats:
     def __init__(self) -> None:
         self.bytes_read: dict[str, int] = {}
-        self.seconds: dict[str, float] = {}
         self.peak: dict[int, int] = {}
 
     def add(self, r: dict[str, Any]) -> None:
         v = r["var"]
         self.bytes_read[v] = self.bytes_read.get(v, 0) + r["nbytes"]
-        self.seconds[v] = self.seconds.get(v, 0.0) + r["seconds"]
         self.peak[r["pid"]] = max(self.peak.get(r["pid"], 0), r["peak_rss"])
 
 
