@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
@@ -76,7 +77,10 @@ def create_server(config: ServerConfig) -> FastAPI:
     catalog = StaticCatalog(config.catalog) if config.catalog else None
     roots = list(config.allow)
     if config.references is not None:  # what it writes can be mapped too
-        roots.append(config.references.output)
+        out = config.references.output
+        if out.startswith("file://"):
+            os.makedirs(out.removeprefix("file://"), exist_ok=True)
+        roots.append(out)
     if not roots:
         raise InvalidArgumentError(
             "nothing to serve: name the directories or URL prefixes the server may open "
