@@ -52,8 +52,9 @@ $(CHROMIUM):
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
 	&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
+# `make demo DEMO_ARGS=--serve` keeps the viewer running at the end
 demo: install
-	$(PY) -m zarrport.demo
+	$(PY) -m zarrport.demo $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q

@@ -30,3 +30,7 @@ def test_demo_runs(tmp_path):
     assert "the 00Z cycle again: unchanged" in proc.stdout
     assert "P(24h tp > 50mm) over 5 members" in proc.stdout
     assert (out / "tp24_gt50mm.nc").exists()
+    # the archive on a map: a tile was fetched and the URLs are printed
+    assert "a tile of tas on 2015-07-01:" in proc.stdout and "bytes PNG" in proc.stdout
+    assert "viewer:   http://127.0.0.1:" in proc.stdout
+    assert "/xarray/tiles/WebMercatorQuad/1/1/0.png?collection=tas_" in proc.stdout

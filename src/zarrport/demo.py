@@ -8,9 +8,10 @@ result, and converts the hot variable (tas) into a physical Zarr v3 copy chunked
 series, timing one point's series read both ways. Then forecasts: two synthetic GEFS-like
 cycles are ingested from their ``.idx`` files into one Icechunk repository (a commit and a tag
 per cycle) and the probability that 24-hour precipitation exceeds 50 mm is computed over a
-box and printed as a table and map.
+box and printed as a table and map. Last, ``zarrport serve`` puts the archive on a map: one
+tile is fetched and the viewer's and a tile's URLs are printed; ``--serve`` keeps serving.
 
-Run: ``python -m zarrport.demo [--dir demo-output] [--years 3]``
+Run: ``python -m zarrport.demo [--dir demo-output] [--years 3] [--serve [--port 8000]]``
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("demo-output"))
     parser.add_argument("--years", type=int, default=3)
+    parser.add_argument("--serve", action="store_true",
+                        help="keep serving the viewer and tiles at the end (Ctrl-C stops)")
+    parser.add_argument("--port", type=int, default=8000,
+                        help="port of the viewer with --serve (default 8000)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
 
@@ -105,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"     .venv/bin/zarrport verify {refs}")
     if convert_demo(out, repo) != 0:
         return 1
-    return grib_demo(out)
+    if grib_demo(out) != 0:
+        return 1
+    return serve_demo(out, stac, tas_id, keep=args.serve, port=args.port)
 
 
 def convert_demo(out: Path, repo: Path) -> int:
@@ -180,6 +187,74 @@ def grib_demo(out: Path) -> int:
     print(f"\nforecasts: {time.perf_counter() - t0:.1f} s; open with "
           f"zarrport.open_dataset('{repo}')")
     return 0
+
+
+def serve_demo(out: Path, stac: Path, collection: str, *, keep: bool, port: int) -> int:
+    """The archive on a map: ``zarrport serve`` over the STAC catalog, one tile fetched to
+    show it works, the viewer's URL printed; with ``keep``, serving goes on until Ctrl-C."""
+    import socket
+    import threading
+    import urllib.request
+    from urllib.parse import urlencode
+
+    import uvicorn
+
+    from zarrport.service.server import ServerConfig, create_server
+
+    app = create_server(ServerConfig(allow=[str(out)], catalog=str(stac)))
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        if keep:
+            print(f"     port {port} is taken: give another with --port")
+            return 1
+        sock.bind(("127.0.0.1", 0))  # the check runs anywhere; the URLs name `port`
+    served = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    print(f"\n10. the archive on a map: zarrport serve --catalog {stac} --allow {out}")
+    thread.start()
+    base = f"http://127.0.0.1:{served}"
+    query = urlencode({"collection": collection, "variable": "tas", "sel": "time=2015-07-01",
+                       "rescale": "230,310", "colormap_name": "rdbu_r"})
+    tile = f"{base}/xarray/tiles/WebMercatorQuad/1/1/0.png?{query}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        t = time.perf_counter()
+        with opener.open(tile, timeout=60) as response:
+            png = response.read()
+            cache = response.headers.get("X-Zarrport-Cache")
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        with opener.open(tile.replace("/1/1/0.png", "/1/0/0.png"), timeout=60) as response:
+            response.read()
+        warm = time.perf_counter() - t
+        print(f"     a tile of tas on 2015-07-01: {len(png)} bytes PNG, {first * 1e3:.0f} ms "
+              f"(dataset opened: cache {cache}), the next tile {warm * 1e3:.0f} ms")
+        shown = f"http://127.0.0.1:{port}"
+        if not keep:
+            print(f"     serve it: .venv/bin/zarrport serve --catalog {stac} --allow {out} "
+                  f"--port {port}")
+            print("     (or make demo DEMO_ARGS=--serve), then open")
+        print(f"     viewer:   {shown}/")
+        print(f"     tiles:    {tile.replace(base, shown)}")
+        print(f"     STAC API: {shown}/stac/   OpenAPI: {shown}/docs")
+        if not keep:
+            return 0
+        print("     serving until Ctrl-C")
+        while thread.is_alive():
+            thread.join(0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 if __name__ == "__main__":

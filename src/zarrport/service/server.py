@@ -86,6 +86,7 @@ def create_server(config: ServerConfig) -> FastAPI:
             "nothing to serve: name the directories or URL prefixes the server may open "
             "with --allow ROOT (e.g. --allow demo-output)")
     allow = AllowList(roots)
+    _preload()
     app = FastAPI(
         title="zarrport",
         version=__version__,
@@ -168,6 +169,19 @@ def create_server(config: ServerConfig) -> FastAPI:
                            expose_headers=["X-Zarrport-Cache", "X-Zarrport-Level"])
     app.add_middleware(_Guard)
     return app
+
+
+def _preload() -> None:
+    """Import what opening a dataset needs now, not on the first request of a user (a
+    tenth of a second and more of the first tile otherwise)."""
+    import importlib
+
+    for name in ("icechunk", "rioxarray", "zarrport.backend", "zarrport.icechunk_read",
+                 "zarrport.pipeline", "zarrport.references", "zarrport.virtual.icechunk"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional part: its datasets fail on their own
+            log.debug("not preloading %s", name)
 
 
 def _mount_tiles(app: FastAPI, resolve: Any) -> None:
