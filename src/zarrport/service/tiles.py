@@ -22,6 +22,7 @@ What differs from stock titiler.xarray 2.4 (whose ``Reader`` opens only Zarr, th
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -141,6 +142,22 @@ def parse_sel(sel: list[str] | None) -> list[tuple[str, list[str], str]]:
     return out
 
 
+_ISO = re.compile(r"^\s*(-?\d{1,4})-(\d{1,2})(?:-(\d{1,2}))?"
+                  r"(?:[T ](\d{1,2})(?::(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?)?"
+                  r"\s*(?:Z|[+-]00:?00)?\s*$", re.IGNORECASE)
+
+
+def _cftime(date_type: Any, text: str) -> Any:
+    """An ISO 8601 date in a cftime calendar: ``2015-02-30`` is a day of ``360_day``
+    (pandas would refuse it), ``2015-02-29`` is not one of ``noleap`` (ValueError)."""
+    m = _ISO.match(text)
+    if m is None:
+        raise ValueError("not an ISO 8601 date (YYYY-MM-DD[THH:MM[:SS]])")
+    y, mo, d, h, mi, sec, frac = m.groups()
+    return date_type(int(y), int(mo), int(d or 1), int(h or 0), int(mi or 0), int(sec or 0),
+                     int((frac or "0").ljust(6, "0")))
+
+
 def _labels(index: pd.Index, dim: str, values: list[str]) -> list[Any]:
     """The strings of a ``sel`` as labels of ``index``'s type."""
     out: list[Any] = []
@@ -150,11 +167,7 @@ def _labels(index: pd.Index, dim: str, values: list[str]) -> list[Any]:
                 ts = pd.Timestamp(v)
                 out.append(ts.tz_convert(None) if ts.tzinfo else ts)
             elif type(index).__name__ == "CFTimeIndex":
-                ts = pd.Timestamp(v)
-                if ts.tzinfo:
-                    ts = ts.tz_convert(None)
-                out.append(index.date_type(ts.year, ts.month, ts.day, ts.hour, ts.minute,
-                                           ts.second, ts.microsecond))
+                out.append(_cftime(index.date_type, v))
             elif index.dtype.kind in "iuf":
                 out.append(float(v))
             elif index.dtype.kind == "M":
