@@ -22,6 +22,11 @@ from zarrport.cli import cli
                    "API; repeat for more. Off by default.")
 @click.option("--cache-size", type=click.IntRange(1, 10_000), default=32, show_default=True,
               help="Opened datasets kept (least recently used closed first).")
+@click.option("--tile-cache", default="128MB", show_default=True, metavar="SIZE",
+              help="Memory for rendered tiles, served again while their dataset is "
+                   "unchanged (0 turns it off).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes (each with its own caches); tiles render on all cores.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to listen on (0.0.0.0 exposes the service to the network).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
@@ -29,8 +34,8 @@ from zarrport.cli import cli
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True, help="uvicorn's log level.")
 def serve_command(allow: tuple[str, ...], catalog: str | None, token_env: str,
-                  cors: tuple[str, ...], cache_size: int, host: str, port: int,
-                  log_level: str) -> None:
+                  cors: tuple[str, ...], cache_size: int, tile_cache: str, workers: int,
+                  host: str, port: int, log_level: str) -> None:
     """Serve map tiles, a STAC API and a web viewer (and the reference API) with uvicorn.
 
     \b
@@ -76,14 +81,32 @@ def serve_command(allow: tuple[str, ...], catalog: str | None, token_env: str,
         from zarrport.service.settings import _json_options
 
         storage_options = _json_options(env, "ZARRPORT_STORAGE_OPTIONS")
-    app = create_server(ServerConfig(allow=list(allow), catalog=catalog, references=references,
-                                     cors_origins=list(cors), cache_size=cache_size,
-                                     storage_options=storage_options))
+    from zarrport.convert.plan import parse_size
+
+    tile_bytes = 0 if tile_cache.strip() in ("0", "0B") else parse_size(tile_cache,
+                                                                       what="--tile-cache")
+    config = ServerConfig(allow=list(allow), catalog=catalog, references=references,
+                          cors_origins=list(cors), cache_size=cache_size,
+                          tile_cache_bytes=tile_bytes, storage_options=storage_options)
+    app = create_server(config)  # a bad configuration fails here, in one line
 
     import uvicorn
 
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     click.echo(f"zarrport: serving on http://{shown}:{port}/ (viewer), /xarray (tiles), "
                f"{'/stac (STAC API), ' if catalog else ''}"
-               f"{'/api/references, ' if references else ''}/docs", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+               f"{'/api/references, ' if references else ''}/docs"
+               f"{f' with {workers} workers' if workers > 1 else ''}", err=True)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+        return
+    # uvicorn starts worker processes from an import string: each rebuilds the app from
+    # the configuration passed in the environment (the token stays in its variable)
+    from zarrport.service.server import CONFIG_ENV, config_to_env
+
+    os.environ[CONFIG_ENV] = config_to_env(config)
+    if references is not None:
+        os.environ["ZARRPORT_API_TOKEN"] = references.api_token or ""
+        os.environ["ZARRPORT_ALLOWED_PREFIXES"] = ",".join(references.allowed_prefixes)
+    uvicorn.run("zarrport.service.server:app_from_env", factory=True, workers=workers,
+                host=host, port=port, log_level=log_level, server_header=False)

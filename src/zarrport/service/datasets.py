@@ -174,6 +174,19 @@ class DatasetCache:
             _record(outcome)
             return opened
 
+    def peek_token(self, url: str, *, group: str | None = None, branch: str | None = None,
+                   tag: str | None = None, snapshot: str | None = None) -> str | None:
+        """The current version token of an open dataset, None when it is not open (or the
+        token cannot be read): what a cached rendering of it is checked against."""
+        key = _Key(url, group or None, branch, tag, snapshot)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        try:
+            return self._token(entry.kind, key, entry.repo)
+        except Exception:  # noqa: BLE001 - the request itself will say what is wrong
+            return None
+
     def _hit(self, key: _Key, entry: Opened) -> Opened:
         with self._lock:
             if key in self._entries:

@@ -42,7 +42,8 @@ from zarrport.service.datasets import DatasetCache, cache_outcome
 from zarrport.service.errors import error_payload, status_and_payload
 from zarrport.service.settings import ServiceSettings
 
-__all__ = ["LIMITS", "ServerConfig", "create_server"]
+__all__ = ["CONFIG_ENV", "LIMITS", "ServerConfig", "app_from_env", "config_to_env",
+           "create_server"]
 
 log = logging.getLogger("zarrport.service")
 
@@ -67,7 +68,29 @@ class ServerConfig:
     references: ServiceSettings | None = None
     cors_origins: list[str] = field(default_factory=list)
     cache_size: int = 32
+    tile_cache_bytes: int = 128 << 20
     storage_options: dict | None = None
+
+
+#: the environment variable worker processes read their configuration from
+CONFIG_ENV = "ZARRPORT_SERVE_CONFIG"
+
+
+def config_to_env(config: ServerConfig) -> str:
+    """``config`` as JSON for :data:`CONFIG_ENV` (the reference API's token is not in it:
+    workers read it from ``ZARRPORT_API_TOKEN``)."""
+    return json.dumps({"allow": config.allow, "catalog": config.catalog,
+                       "references": config.references is not None,
+                       "cors_origins": config.cors_origins, "cache_size": config.cache_size,
+                       "tile_cache_bytes": config.tile_cache_bytes,
+                       "storage_options": config.storage_options})
+
+
+def app_from_env() -> FastAPI:
+    """The app of a ``zarrport serve --workers N`` worker process."""
+    raw = json.loads(os.environ[CONFIG_ENV])
+    references = ServiceSettings.from_env() if raw.pop("references") else None
+    return create_server(ServerConfig(references=references, **raw))
 
 
 def create_server(config: ServerConfig) -> FastAPI:
@@ -118,6 +141,7 @@ def create_server(config: ServerConfig) -> FastAPI:
         base = str(request.base_url).rstrip("/")
         return f"{base}/xarray/WebMercatorQuad/tilejson.json?{urlencode(query, doseq=True)}"
 
+    app.state.resolve = resolve
     _mount_tiles(app, resolve)
     if catalog is not None:
         app.include_router(stac_router(lambda request: catalog, tile_link), prefix="/stac",
@@ -136,6 +160,7 @@ def create_server(config: ServerConfig) -> FastAPI:
     def metrics() -> PlainTextResponse:
         cache: DatasetCache = app.state.cache
         s = cache.stats
+        tiles = getattr(app.state, "tile_cache", None)
         lines = [
             "# HELP zarrport_dataset_cache_requests_total Dataset lookups by outcome.",
             "# TYPE zarrport_dataset_cache_requests_total counter",
@@ -151,6 +176,13 @@ def create_server(config: ServerConfig) -> FastAPI:
             "# HELP zarrport_dataset_cache_capacity Datasets kept open at most.",
             "# TYPE zarrport_dataset_cache_capacity gauge",
             f"zarrport_dataset_cache_capacity {cache.capacity}",
+            "# HELP zarrport_tile_cache_requests_total Rendered tiles served again or not.",
+            "# TYPE zarrport_tile_cache_requests_total counter",
+            f'zarrport_tile_cache_requests_total{{outcome="hit"}} {tiles.hits if tiles else 0}',
+            f'zarrport_tile_cache_requests_total{{outcome="miss"}} {tiles.misses if tiles else 0}',
+            "# HELP zarrport_tile_cache_bytes Bytes of rendered tiles kept.",
+            "# TYPE zarrport_tile_cache_bytes gauge",
+            f"zarrport_tile_cache_bytes {tiles.size if tiles else 0}",
             "# HELP zarrport_http_responses_total Responses by status.",
             "# TYPE zarrport_http_responses_total counter",
             *(f'zarrport_http_responses_total{{status="{k}"}} {v}'
@@ -167,7 +199,9 @@ def create_server(config: ServerConfig) -> FastAPI:
                            allow_methods=["GET", "POST", "OPTIONS"],
                            allow_headers=["Authorization", "Content-Type"],
                            expose_headers=["X-Zarrport-Cache", "X-Zarrport-Level"])
-    app.add_middleware(_Guard)
+    if config.tile_cache_bytes > 0:
+        app.add_middleware(_TileCache, capacity=config.tile_cache_bytes)
+    app.add_middleware(_Guard)  # outermost: bounds first, and the per-request record
     return app
 
 
@@ -335,6 +369,100 @@ class _Guard:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _TileCache:
+    """Rendered tiles, kept by request (path + sorted query) with the version token of the
+    dataset they were made from; served again only while the dataset's current token is the
+    same. Bounded in bytes, least recently used dropped first. ``X-Zarrport-Tile-Cache``
+    says hit or miss."""
+
+    PREFIX = "/xarray/tiles/"
+    MAX_TILE = 4 << 20
+
+    def __init__(self, app: Any, capacity: int) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.app = app
+        self.capacity = capacity
+        self.size = 0
+        self.tiles: OrderedDict[tuple, tuple[str, int, list, bytes]] = OrderedDict()
+        self.lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if (scope["type"] != "http" or scope.get("method") != "GET"
+                or not scope.get("path", "").startswith(self.PREFIX)):
+            await self.app(scope, receive, send)
+            return
+        app = scope["app"]
+        app.state.tile_cache = self
+        pairs = sorted(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                                 keep_blank_values=True))
+        key = (scope["path"], tuple(pairs))
+        current = _current_token(app, dict(pairs))
+        with self.lock:
+            cached = self.tiles.get(key)
+            if cached is not None and current is not None and cached[0] == current:
+                self.tiles.move_to_end(key)
+                self.hits += 1
+            else:
+                cached = None
+                self.misses += 1
+        if cached is not None:
+            _, status, headers, body = cached
+            box = cache_outcome.get()
+            if box is not None:
+                box["cache"] = "hit"
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [*headers, (b"x-zarrport-tile-cache", b"hit")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-zarrport-tile-cache", b"miss")]}
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        box = cache_outcome.get() or {}
+        token = box.get("token")
+        body = b"".join(chunks)
+        if start.get("status") != 200 or token is None or len(body) > self.MAX_TILE:
+            return
+        headers = [(k, v) for k, v in start.get("headers", [])
+                   if k.lower() not in (b"x-zarrport-cache", b"content-length")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        with self.lock:
+            old = self.tiles.pop(key, None)
+            if old is not None:
+                self.size -= len(old[3])
+            self.tiles[key] = (token, 200, headers, body)
+            self.size += len(body)
+            while self.size > self.capacity and self.tiles:
+                _, dropped = self.tiles.popitem(last=False)
+                self.size -= len(dropped[3])
+
+
+def _current_token(app: Any, query: dict[str, str]) -> str | None:
+    """The dataset's current version token for a tile query, None if unknown (not open,
+    not allowed, bad parameters: the endpoint then answers as usual)."""
+    try:
+        url = app.state.resolve(None, query.get("url"), query.get("collection"),
+                                query.get("item"))
+    except Exception:  # noqa: BLE001 - the endpoint reports it
+        return None
+    return app.state.cache.peek_token(url, group=query.get("group"),
+                                      branch=query.get("branch"), tag=query.get("tag"),
+                                      snapshot=query.get("snapshot"))
 
 
 def _check_query(raw: bytes) -> tuple[int, str, str] | None:

@@ -295,8 +295,10 @@ class ServeReader(XarrayReader):
             for k, v in state.items():
                 setattr(self, k, v)
         box = cache_outcome.get()
-        if box is not None and self.opened.is_pyramid:
-            box["level"] = level.name
+        if box is not None:
+            box["token"] = self.opened.token  # the version this answer was made from
+            if self.opened.is_pyramid:
+                box["level"] = level.name
 
     def close(self) -> None:  # the cache owns the dataset
         return None
