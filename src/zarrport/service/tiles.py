@@ -172,6 +172,8 @@ def _labels(index: pd.Index, dim: str, values: list[str]) -> list[Any]:
                 out.append(float(v))
             elif index.dtype.kind == "M":
                 out.append(np.datetime64(v))
+            elif index.dtype.kind == "m":  # forecast steps: 12h, 1 days 06:00:00, PT6H
+                out.append(pd.Timedelta(v))
             else:
                 out.append(v)
         except (ValueError, TypeError, OverflowError) as err:
