@@ -220,19 +220,27 @@ def _preload() -> None:
 
 def _mount_tiles(app: FastAPI, resolve: Any) -> None:
     from titiler.core.dependencies import BidxParams
-    from titiler.core.factory import TMSFactory
+    from titiler.core.factory import ColorMapFactory, TMSFactory
     from titiler.xarray.dependencies import DatasetParams, PartFeatureParams, PreviewParams
     from titiler.xarray.factory import TilerFactory
 
-    from zarrport.service.tiles import ServeReader, ServeXarrayParams, source_dependency
+    from zarrport.service.tiles import (
+        ServeReader,
+        ServeXarrayParams,
+        add_variables_route,
+        source_dependency,
+    )
 
     with warnings.catch_warnings():  # "MultiDim dataset might not be suitable for preview":
         warnings.simplefilter("ignore", UserWarning)  # previews here need one layer
         tiler = _factory(TilerFactory, ServeReader, source_dependency(resolve),
                          ServeXarrayParams, BidxParams, DatasetParams, PartFeatureParams,
                          PreviewParams)
+    add_variables_route(tiler.router, source_dependency(resolve))
     app.include_router(tiler.router, prefix="/xarray", tags=["Tiles"])
     app.include_router(TMSFactory().router, tags=["Tiling Schemes"])
+    # /colorMaps[/{name}]: the names colormap_name= takes, and a colour bar (the viewer's legend)
+    app.include_router(ColorMapFactory().router, tags=["ColorMaps"])
 
 
 def _factory(factory: Any, reader: Any, path: Any, params: Any, layer: Any, dataset: Any,

@@ -30,7 +30,7 @@ from typing import Annotated, Any
 import attr
 import numpy as np
 import pandas as pd
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from morecantile import TileMatrixSet
 from rio_tiler.constants import WEB_MERCATOR_TMS
 from rio_tiler.io.xarray import XarrayReader
@@ -97,6 +97,36 @@ def source_dependency(resolve: Callable[[Request, str | None, str | None, str | 
         return DatasetSource(checked, request.app.state.cache)
 
     return dataset_source
+
+
+def add_variables_route(router: Any, dataset_source: Callable[..., DatasetSource]) -> None:
+    """``GET /variables`` on ``router``: the variables of a dataset that can be mapped (those
+    with a latitude/longitude or y/x pair), for the viewer when a dataset is named by ``url``
+    (titiler.xarray 2.4 has no such endpoint; its ``/info`` needs a variable)."""
+
+    dependency = Depends(dataset_source)  # a closure: not in an annotation string
+
+    @router.get("/variables", summary="The variables of a dataset that can be mapped.")
+    def variables(
+        source: DatasetSource = dependency,
+        group: Annotated[str | None, Query(description="A group of the store.",
+                                           max_length=256)] = None,
+        branch: Annotated[str | None, Query(description="Icechunk: a branch (default main).",
+                                            max_length=256)] = None,
+        tag: Annotated[str | None, Query(description="Icechunk: a tag.", max_length=256)] = None,
+        snapshot: Annotated[str | None, Query(description="Icechunk: a snapshot id.",
+                                              max_length=64)] = None,
+    ) -> dict[str, Any]:
+        opened = source.cache.get(source.url, group=group, branch=branch, tag=tag,
+                                  snapshot=snapshot)
+        out = []
+        for name, da in opened.ds.data_vars.items():
+            dims = [str(d) for d in da.dims]
+            if any(d in dims for d in _Y_NAMES) and any(d in dims for d in _X_NAMES):
+                out.append({"name": str(name), "dimensions": dims,
+                            "unit": str(da.attrs.get("units", "")) or None,
+                            "description": str(da.attrs.get("long_name", "")) or None})
+        return {"variables": out}
 
 
 @dataclass
