@@ -110,6 +110,7 @@ def create_server(config: ServerConfig) -> FastAPI:
             "with --allow ROOT (e.g. --allow demo-output)")
     allow = AllowList(roots)
     _preload()
+    _quiet()
     app = FastAPI(
         title="zarrport",
         version=__version__,
@@ -203,6 +204,21 @@ def create_server(config: ServerConfig) -> FastAPI:
         app.add_middleware(_TileCache, capacity=config.tile_cache_bytes)
     app.add_middleware(_Guard)  # outermost: bounds first, and the per-request record
     return app
+
+
+def _quiet() -> None:
+    """Warnings a map user cannot act on, once per tile otherwise, out of the server log:
+    rio-tiler's "Adjusting dataset latitudes" for grids that reach the poles (cells are
+    clipped to Web Mercator's +-85.06), rasterio's NotGeoreferencedWarning for the arrays
+    rio-tiler warps, and cell_measures naming a variable kept in another file (CMIP6's
+    areacella)."""
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.filterwarnings("ignore", message="Adjusting dataset latitudes",
+                            category=UserWarning)
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    warnings.filterwarnings("ignore", message=r"Variable\(s\) referenced in cell_measures",
+                            category=UserWarning)
 
 
 def _preload() -> None:

@@ -220,7 +220,9 @@ def select_variable(ds: Any, variable: str, sel: list[str] | None, *, url: str =
         raise NotServedError(f"{url or 'the dataset'} has no variable {variable!r} "
                              f"(it has: {names})")
     da = ds[variable]
+    selected = []
     for dim, values, method in parse_sel(sel):
+        selected.append(dim)
         if dim not in da.dims:
             raise InvalidArgumentError(f"sel on {dim!r}: {variable} has dimensions "
                                        f"{', '.join(map(str, da.dims))}")
@@ -248,7 +250,10 @@ def select_variable(ds: Any, variable: str, sel: list[str] | None, *, url: str =
                 raise InvalidArgumentError(f"sel {dim}={values!r}: {dim} has "
                                            f"{da.sizes[dim]} positions")
         da = da.isel({dim: positions[0] if len(positions) == 1 else positions})
-    return _arrange(da, variable)
+    # scalar coordinates other than the ones selected (CMIP6's height = 2 m) would become
+    # rio-tiler's band name; the band is the selected time
+    scalars = [c for c in da.coords if da[c].ndim == 0 and c not in selected]
+    return _arrange(da.drop_vars(scalars), variable)
 
 
 def _arrange(da: Any, variable: str) -> Any:
