@@ -480,8 +480,11 @@ def run_scenario(server: Server, form: str, ctx: dict[str, Any]) -> dict[str, An
         row["load"] = res
         row["single"] = load(run.base, single, 1, size["single"])
         checks = {}
+        saved = ctx["work"] / "tiles" / name  # for a look by eye
+        saved.mkdir(parents=True, exist_ok=True)
         for t in ctx["check_tiles"]:
             _, resp = get(run.base, server.tile_url(*t))
+            (saved / f"{t[1]}-{t[2]}-{t[3]}.png").write_bytes(resp.content)
             checks["/".join(map(str, t))] = (hashlib.sha256(resp.content).hexdigest()
                                               if _check(resp) is None else None)
         row["check_tiles"] = checks
