@@ -8,6 +8,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.zarrport-installed
 NPM_STAMP := node_modules/.zarrport-installed
+# the web viewer's MapLibre GL, copied from node_modules and committed (a wheel or a clone
+# without npm still serves it; tests/serve/test_vendor_maplibre.py checks they match)
+MAPLIBRE_VENDOR := src/zarrport/service/static/vendor/maplibre-gl
+# Debian's chromium for the browser tests (tests/serve); never a browser download
+CHROMIUM ?= /usr/bin/chromium
 
 # a virtualenv left by an older interpreter (zarrport needed 3.11 before) is rebuilt
 ifneq ($(wildcard $(PY)),)
@@ -18,7 +23,7 @@ endif
 
 .PHONY: install demo test test-fast bench bench-batch bench-grib bench-convert bench-serve conformance lint clean
 
-install: $(STAMP) $(NPM_STAMP)
+install: $(STAMP) $(NPM_STAMP) $(CHROMIUM)
 
 # (re)create the virtualenv and install the project whenever pyproject.toml changes
 $(STAMP): pyproject.toml
@@ -29,10 +34,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[all]"
 	@touch $(STAMP)
 
-# Azurite (Azure Blob emulator) for the storage tests, from package.json
+# Azurite (Azure Blob emulator) for the storage tests and MapLibre GL for the web viewer,
+# from package.json
 $(NPM_STAMP): package.json
 	npm install --no-audit --no-fund --loglevel=error
+	@mkdir -p $(MAPLIBRE_VENDOR)
+	cp node_modules/maplibre-gl/dist/maplibre-gl.js node_modules/maplibre-gl/dist/maplibre-gl.css \
+		node_modules/maplibre-gl/LICENSE.txt $(MAPLIBRE_VENDOR)/
 	@touch $(NPM_STAMP)
+
+# installed once (the file is the stamp): as root, else with `sudo -n`, else one line saying how
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "chromium is missing (browser tests fail): run 'sudo apt-get install -y chromium chromium-driver'"; \
+		exit 0; fi; \
+	echo "installing Debian's chromium for the browser tests"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
 demo: install
 	$(PY) -m zarrport.demo

@@ -123,6 +123,12 @@ class SourceChangedError(VerificationError):
     code = "source_changed"
 
 
+class ForbiddenError(ZarrportError, PermissionError):
+    """A URL outside what the service was configured to open (``zarrport serve --allow``)."""
+
+    code = "forbidden"
+
+
 class MissingExtraError(ZarrportError, ImportError):
     """The command needs an optional part of zarrport that is not installed."""
 
@@ -149,6 +155,7 @@ EXIT_CODES: dict[str, int] = {
     "missing_extra": 11,
     "incomplete_output": 12,
     "source_changed": 7,
+    "forbidden": 13,
 }
 
 

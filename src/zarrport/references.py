@@ -255,6 +255,30 @@ def first_target(url: str, kind: str, storage_options: dict | None) -> str | Non
     return None
 
 
+def all_targets(url: str, kind: str, storage_options: dict | None) -> set[str]:
+    """Every source URL the references name, as written (templates and ``gen`` expanded)."""
+    found: set[str] = set()
+    if kind == "kerchunk-parquet":
+        import pyarrow.parquet as pq
+
+        refs = _load_parquet(url, storage_options)
+        fs, path = refs.fs, refs.path  # type: ignore[attr-defined]
+        for name in sorted(refs.arrays()):
+            for f in sorted(fs.glob(f"{path}/{name}/refs.*.parq")):
+                with fs.open(f, "rb") as fh:
+                    table = pq.read_table(fh)
+                if "path" in table.column_names:
+                    found.update(p for p in table.column("path").unique().to_pylist()
+                                 if isinstance(p, str) and p)
+        return found
+    refs = _load_json(url, storage_options)
+    for entries in refs.chunks.values():
+        for _leaf, value in entries:
+            if isinstance(value, list) and value and isinstance(value[0], str):
+                found.add(value[0])
+    return found
+
+
 def _key_pattern(ndim: int, sep: str) -> Any:
     import re
 

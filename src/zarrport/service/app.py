@@ -24,7 +24,7 @@ from zarrport.service.errors import Unauthorized, error_payload, status_and_payl
 from zarrport.service.references import reference_file
 from zarrport.service.settings import ServiceSettings
 
-__all__ = ["ReferenceRequest", "create_app"]
+__all__ = ["ReferenceRequest", "add_reference_routes", "create_app", "install_error_handlers"]
 
 
 class ReferenceRequest(BaseModel):
@@ -89,6 +89,20 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         version=__version__,
         summary="Virtual Zarr references for NetCDF files, on request.",
     )
+    add_reference_routes(app, settings)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    install_error_handlers(app)
+    return app
+
+
+def add_reference_routes(app: FastAPI, settings: ServiceSettings) -> None:
+    """``POST /api/references`` on ``app``, behind the bearer token of ``settings``."""
+    if not settings.api_token:
+        raise InvalidArgumentError("the reference API needs a bearer token (ZARRPORT_API_TOKEN)")
     app.state.settings = settings
 
     def authorized(
@@ -105,6 +119,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                          "description": "An up-to-date reference already existed."}, **_ERRORS},
         dependencies=[Depends(authorized)],
         summary="Reference one NetCDF file as kerchunk JSON",
+        tags=["References"],
     )
     def post_reference(body: ReferenceRequest) -> JSONResponse:
         """Write (or find) the references to the file at `url` in the service's output and
@@ -114,20 +129,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return JSONResponse(result.to_dict(), status_code=201 if result.created else 200,
                             headers={"Location": result.reference})
 
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
-
-    _install_error_handlers(app)
-    return app
-
 
 def _error_response(status: int, payload: dict[str, Any],
                     headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(payload, status_code=status, headers=headers)
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ZarrportError)
     async def zarrport_error(request: Request, exc: ZarrportError) -> JSONResponse:
         return _error_response(*status_and_payload(exc))

@@ -35,6 +35,10 @@ HTTP_STATUS: dict[str, int] = {
     # the request is wrong
     "invalid_argument": 400,
     "unauthorized": 401,
+    "forbidden": 403,  # a URL outside the roots `zarrport serve --allow` opens
+    "too_large": 400,  # a tile, image or query beyond the service's bounds
+    "not_served": 404,  # a collection, item or variable the service does not have
+    "outside_bounds": 404,  # a tile or point outside the dataset
     "method_not_allowed": 405,
     # the URL is fine but names nothing zarrport can reference faithfully
     "not_found": 422,
