@@ -435,7 +435,12 @@ async def _load(base: str, urls: list[str], clients: int, duration: float
 
 
 def load(base: str, urls: list[str], clients: int, duration: float) -> dict[str, Any]:
-    return asyncio.run(_load(base, urls, clients, duration))
+    cpu0 = time.process_time()
+    res = asyncio.run(_load(base, urls, clients, duration))
+    # the clients' own CPU: they share the machine with the server
+    res["client_cpu_util"] = (time.process_time() - cpu0) / res["duration_s"] \
+        if res["duration_s"] else None
+    return res
 
 
 def get(base: str, path: str, timeout: float = 120) -> tuple[float, Any]:
@@ -642,7 +647,8 @@ def make_servers(ctx: dict[str, Any], wanted: list[str]) -> tuple[list[tuple[Ser
                 runs.append((Server(
                     "zarrport", "**zarrport serve**",
                     zarrport_cli("serve", "--allow", str(ctx["data_dir"]), "--allow",
-                                 str(ctx["work"]), "--host", "127.0.0.1", "--port", "{port}"),
+                                 str(ctx["work"]), "--host", "127.0.0.1", "--port", "{port}",
+                                 "--log-level", "warning"),
                     _env(), "/healthz", tile, point), form))
     if "titiler" in wanted:
         tile, point = titiler_like_urls(forms["zarr"])
@@ -809,12 +815,13 @@ def render(res: dict[str, Any]) -> str:
     # load table
     lines += [f"### Warm load: {size['clients']} clients, {size['duration']:.0f} s", "",
               "| server | data | requests | errors | p50 | p95 | p99 | tiles/s | p50 / "
-              "titiler | tiles/s / titiler | server CPU per tile | server RSS | status |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "titiler | tiles/s / titiler | server CPU per tile | server / client CPU use "
+              "| server RSS | X-Zarrport-Cache | status |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         if r.get("status") != "ok":
-            lines.append(f"| {r['label']} | {FORM_LABEL[r['form']]} | | | | | | | | | | | "
-                         f"{r['status']} |")
+            lines.append(f"| {r['label']} | {FORM_LABEL[r['form']]} |" + " |" * 12
+                         + f" {r['status']} |")
             continue
         ld = r["load"]
         p50r = (ld["p50_s"] / tit["load"]["p50_s"]) if tit and ld["p50_s"] else None
@@ -825,11 +832,15 @@ def render(res: dict[str, Any]) -> str:
             f"| {r['label']} | {FORM_LABEL[r['form']]} | {ld['requests']:,} | {errs} | "
             f"{fmt_ms(ld['p50_s'])} | {fmt_ms(ld['p95_s'])} | {fmt_ms(ld['p99_s'])} | "
             f"{ld['throughput']:.1f} | {_ratio(p50r)} | {_ratio(thr)} | "
-            f"{fmt_ms(ld.get('server_cpu_per_req_s'))} | {fmt_b(ld.get('rss'))} | ok |")
+            f"{fmt_ms(ld.get('server_cpu_per_req_s'))} | {_util(ld)} | {fmt_b(ld.get('rss'))} "
+            f"| {', '.join(f'{k} {v}' for k, v in sorted(ld['cache'].items())) or '--'} | ok |")
     lines += ["", "Ratios against stock titiler.xarray on the converted Zarr (p50: lower is "
               "better; tiles/s: higher is better). Server CPU per tile: user + system CPU of "
-              "the server's process tree during the measured phase / requests. RSS: the "
-              "server's process tree at the end of the phase.", ""]
+              "the server's process tree during the measured phase / requests. CPU use: "
+              "cores busy on average during the phase, the server's process tree / the "
+              "benchmark's clients (one process). RSS: the server's process tree at the end "
+              "of the phase. X-Zarrport-Cache: zarrport's response header (its cache of "
+              "opened datasets) over the measured requests.", ""]
     # single client + cold
     lines += ["### One client alone, and the first tile", "",
               "| server | data | requests | errors | p50 | p95 | p99 | tiles/s | ready after "
@@ -872,6 +883,11 @@ def render(res: dict[str, Any]) -> str:
     for note in res.get("notes", []):
         lines.append(f"- {note}")
     return "\n".join(lines)
+
+
+def _util(ld: dict[str, Any]) -> str:
+    a, b = ld.get("server_cpu_util"), ld.get("client_cpu_util")
+    return "--" if a is None or b is None else f"{a:.2f} / {b:.2f}"
 
 
 def _errors(ld: dict[str, Any]) -> str:
