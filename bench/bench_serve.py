@@ -880,6 +880,15 @@ def render(res: dict[str, Any]) -> str:
         lines.append("- data made in: " + ", ".join(
             f"{k} {v['wall_s']:.1f} s" for k, v in steps.items()) + " (once; reused by later "
             "runs)")
+    utils = [r["load"].get("server_cpu_util") for r in ok]
+    if utils and all(u is not None and u < 1.2 for u in utils):
+        lines.append(
+            f"- Every server used about one core or less on average under load "
+            f"({min(utils):.2f}-{max(utils):.2f} cores) with {size['clients']} requests "
+            f"waiting: each is one uvicorn process (its Python work takes turns on the "
+            f"GIL), and the machine is shared (load average above). So with "
+            f"{size['clients']} clients the latency is mostly the queue (p50 ~ clients / "
+            f"tiles/s); the one-client rows show a tile's own time.")
     for note in res.get("notes", []):
         lines.append(f"- {note}")
     return "\n".join(lines)
