@@ -21,7 +21,7 @@ $(shell rm -f $(STAMP))
 endif
 endif
 
-.PHONY: install demo test test-fast bench bench-batch bench-grib bench-convert conformance lint clean
+.PHONY: install demo test test-fast bench bench-batch bench-grib bench-convert bench-serve conformance lint clean
 
 install: $(STAMP) $(NPM_STAMP) $(CHROMIUM)
 
@@ -73,6 +73,7 @@ bench: install
 	$(PY) bench/bench_grib_decode.py --out docs/benchmarks.md
 	$(PY) bench/bench_grib.py --out docs/benchmarks.md
 	$(MAKE) bench-convert
+	$(MAKE) bench-serve
 
 # GRIB only: decoders per packing, manifests from indexes vs scan_grib, regional reads vs cfgrib
 bench-grib: install
@@ -88,6 +89,13 @@ bench-batch: install
 bench-convert: install
 	-$(PY) bench/bench_convert.py --make-zarr-parallel-env
 	$(PY) bench/bench_convert.py --size full --out docs/benchmarks.md --json bench/.work/convert.json
+
+# tiles over loopback: zarrport serve (kerchunk, Icechunk, Zarr, pyramid) vs stock titiler.xarray
+# and xpublish-tiles; xpublish-tiles gets its own venv under bench/.data (never the
+# project's); without one its row says "not available"
+bench-serve: install
+	-$(PY) bench/bench_serve.py --make-xpublish-env
+	$(PY) bench/bench_serve.py --size full --out docs/benchmarks.md --json bench/.work/serve.json
 
 lint: install
 	$(PY) -m ruff check src tests scripts bench
