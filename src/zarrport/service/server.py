@@ -415,6 +415,7 @@ class _TileCache:
         self.lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.inflight: dict[tuple, Any] = {}  # key -> asyncio.Event of the render under way
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if (scope["type"] != "http" or scope.get("method") != "GET"
@@ -426,14 +427,16 @@ class _TileCache:
         pairs = sorted(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
                                  keep_blank_values=True))
         key = (scope["path"], tuple(pairs))
-        current = _current_token(app, dict(pairs))
+        cached = await self._lookup(key, app, pairs)
+        while cached is None and key in self.inflight:
+            # the same tile is being drawn for another request: wait for it (one render
+            # per tile when many people open the same map at once)
+            await self.inflight[key].wait()
+            cached = await self._lookup(key, app, pairs)
         with self.lock:
-            cached = self.tiles.get(key)
-            if cached is not None and current is not None and cached[0] == current:
-                self.tiles.move_to_end(key)
+            if cached is not None:
                 self.hits += 1
             else:
-                cached = None
                 self.misses += 1
         if cached is not None:
             _, status, headers, body = cached
@@ -456,7 +459,38 @@ class _TileCache:
                 chunks.append(message.get("body", b""))
             await send(message)
 
-        await self.app(scope, receive, capture)
+        import asyncio
+
+        done = self.inflight[key] = asyncio.Event()
+        try:
+            await self.app(scope, receive, capture)
+            self._store(key, start, chunks)
+        finally:
+            del self.inflight[key]
+            done.set()
+
+    async def _lookup(self, key: tuple, app: Any, pairs: list) -> Any:
+        with self.lock:
+            if key not in self.tiles:
+                return None
+        query = dict(pairs)
+        url = _dataset_url(app, query)
+        if url is None:
+            return None
+        if url.startswith("file://"):
+            current = _current_token(app, url, query)
+        else:  # a remote store's token is a request: not on the event loop
+            import anyio
+
+            current = await anyio.to_thread.run_sync(_current_token, app, url, query)
+        with self.lock:
+            cached = self.tiles.get(key)
+            if cached is None or current is None or cached[0] != current:
+                return None
+            self.tiles.move_to_end(key)
+            return cached
+
+    def _store(self, key: tuple, start: dict[str, Any], chunks: list[bytes]) -> None:
         box = cache_outcome.get() or {}
         token = box.get("token")
         body = b"".join(chunks)
@@ -476,14 +510,18 @@ class _TileCache:
                 self.size -= len(dropped[3])
 
 
-def _current_token(app: Any, query: dict[str, str]) -> str | None:
-    """The dataset's current version token for a tile query, None if unknown (not open,
-    not allowed, bad parameters: the endpoint then answers as usual)."""
+def _dataset_url(app: Any, query: dict[str, str]) -> str | None:
+    """The allowed URL a tile query names, None when it names none (the endpoint then
+    answers as usual: not allowed, bad parameters ...)."""
     try:
-        url = app.state.resolve(None, query.get("url"), query.get("collection"),
-                                query.get("item"))
+        return app.state.resolve(None, query.get("url"), query.get("collection"),
+                                 query.get("item"))
     except Exception:  # noqa: BLE001 - the endpoint reports it
         return None
+
+
+def _current_token(app: Any, url: str, query: dict[str, str]) -> str | None:
+    """The dataset's current version token, None if it is not open."""
     return app.state.cache.peek_token(url, group=query.get("group"),
                                       branch=query.get("branch"), tag=query.get("tag"),
                                       snapshot=query.get("snapshot"))
