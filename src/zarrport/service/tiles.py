@@ -22,6 +22,7 @@ What differs from stock titiler.xarray 2.4 (whose ``Reader`` opens only Zarr, th
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -150,11 +151,7 @@ def _labels(index: pd.Index, dim: str, values: list[str]) -> list[Any]:
                 ts = pd.Timestamp(v)
                 out.append(ts.tz_convert(None) if ts.tzinfo else ts)
             elif type(index).__name__ == "CFTimeIndex":
-                ts = pd.Timestamp(v)
-                if ts.tzinfo:
-                    ts = ts.tz_convert(None)
-                out.append(index.date_type(ts.year, ts.month, ts.day, ts.hour, ts.minute,
-                                           ts.second, ts.microsecond))
+                out.append(_cftime_label(index, v))
             elif index.dtype.kind in "iuf":
                 out.append(float(v))
             elif index.dtype.kind == "M":
@@ -165,6 +162,22 @@ def _labels(index: pd.Index, dim: str, values: list[str]) -> list[Any]:
             raise InvalidArgumentError(f"sel {dim}={v!r}: not a value of {dim} ({err})"
                                        ) from None
     return out
+
+
+_ISO = re.compile(r"^(-?\d{1,4})-(\d{1,2})-(\d{1,2})"
+                  r"(?:[T ](\d{1,2})(?::(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,6}))?)?)?)?"
+                  r"(Z|[+-]00:?00)?$")
+
+
+def _cftime_label(index: Any, text: str) -> Any:
+    """An ISO 8601 time in the index's own calendar: ``2015-02-30`` is a day of a 360-day
+    calendar (pandas refuses it), and no day of a noleap one (cftime refuses it)."""
+    m = _ISO.match(text.strip())
+    if m is None:
+        raise ValueError(f"not an ISO 8601 time: {text}")
+    parts = [int(p) for p in m.groups()[:6] if p is not None]
+    micro = int((m.group(7) or "0").ljust(6, "0"))
+    return index.date_type(*parts, microsecond=micro)
 
 
 def select_variable(ds: Any, variable: str, sel: list[str] | None, *, url: str = "") -> Any:
@@ -312,6 +325,19 @@ class ServeReader(XarrayReader):
                 best = i
         return best
 
+    def _check_tile_index(self, x: int, y: int, z: int) -> None:
+        """A tile the matrix does not have is outside (rio-tiler's bounds test transforms
+        a tile east of the matrix back onto the globe and draws it)."""
+        from rio_tiler.errors import TileOutsideBounds
+
+        try:
+            matrix = self.tms.matrix(z)
+        except Exception as err:  # noqa: BLE001 - morecantile: no such zoom
+            raise TileOutsideBounds(f"Tile(x={x}, y={y}, z={z}): no zoom {z}") from err
+        if z < 0 or not (0 <= x < matrix.matrixWidth and 0 <= y < matrix.matrixHeight):
+            raise TileOutsideBounds(f"Tile(x={x}, y={y}, z={z}) is outside the tile matrix "
+                                    f"({matrix.matrixWidth}x{matrix.matrixHeight} at z={z})")
+
     def _tile_cell(self, z: int, tilesize: int | None) -> float | None:
         try:
             matrix = self.tms.matrix(z)
@@ -328,6 +354,7 @@ class ServeReader(XarrayReader):
 
     def tile(self, tile_x: int, tile_y: int, tile_z: int, tilesize: int | None = None,
              **kwargs: Any) -> Any:
+        self._check_tile_index(tile_x, tile_y, tile_z)
         self._one_layer(kwargs.get("indexes"))
         level = self._level_for(self._tile_cell(tile_z, tilesize))
         if level != self.level:
