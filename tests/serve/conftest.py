@@ -80,3 +80,15 @@ def screenshot(request: pytest.FixtureRequest) -> Callable[..., bytes]:
         return target.screenshot(path=str(path))
 
     return take
+
+
+# --------------------------------------------------------------------------- tile server data
+
+
+@pytest.fixture(scope="session")
+def stores(tmp_path_factory: pytest.TempPathFactory):
+    """One store of every kind the tile server opens (``data.build_stores``), shared: tests
+    must not change them (use ``data.build_stores`` into ``tmp_path`` for that)."""
+    from .data import build_stores
+
+    return build_stores(tmp_path_factory.mktemp("stores"))

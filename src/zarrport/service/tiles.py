@@ -364,6 +364,19 @@ class ServeReader(XarrayReader):
                 best = i
         return best
 
+    def _check_tile_index(self, x: int, y: int, z: int) -> None:
+        """A tile the matrix does not have is outside (rio-tiler's bounds test transforms
+        a tile east of the matrix back onto the globe and draws it)."""
+        from rio_tiler.errors import TileOutsideBounds
+
+        try:
+            matrix = self.tms.matrix(z)
+        except Exception as err:  # noqa: BLE001 - morecantile: no such zoom
+            raise TileOutsideBounds(f"Tile(x={x}, y={y}, z={z}): no zoom {z}") from err
+        if z < 0 or not (0 <= x < matrix.matrixWidth and 0 <= y < matrix.matrixHeight):
+            raise TileOutsideBounds(f"Tile(x={x}, y={y}, z={z}) is outside the tile matrix "
+                                    f"({matrix.matrixWidth}x{matrix.matrixHeight} at z={z})")
+
     def _tile_cell(self, z: int, tilesize: int | None) -> float | None:
         try:
             matrix = self.tms.matrix(z)
@@ -380,6 +393,7 @@ class ServeReader(XarrayReader):
 
     def tile(self, tile_x: int, tile_y: int, tile_z: int, tilesize: int | None = None,
              **kwargs: Any) -> Any:
+        self._check_tile_index(tile_x, tile_y, tile_z)
         self._one_layer(kwargs.get("indexes"))
         level = self._level_for(self._tile_cell(tile_z, tilesize))
         if level != self.level:
