@@ -12,7 +12,8 @@ opened or any connection is attempted; a refusal is a
   same scheme, same bucket/host (port included) and a path below the root's path, after
   removing ``.`` and refusing ``..`` segments and percent-encoded dots or slashes. There is no
   DNS lookup: ``http://169.254.169.254/`` is refused because no root names that host.
-- Anything else (another scheme, a host no root names, control characters) is refused.
+- Anything else (another scheme, a host no root names, control characters, backslashes and
+  percent-encoded dots or slashes in any URL or path) is refused.
 
 What a dataset *points to* is checked too, when it is opened: the chunk targets of kerchunk
 references and the virtual chunk containers of an Icechunk repository must lie under the
@@ -36,8 +37,8 @@ __all__ = ["AllowList"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # %2e (.), %2f (/), %5c (\) in a URL path: a second decoding downstream could turn them into
-# a traversal; nothing legitimate in an archive path needs them
-_ENCODED_TRAVERSAL = re.compile(r"%(2e|2f|5c)", re.IGNORECASE)
+# a traversal; nothing legitimate in an archive path needs them (%252e: encoded twice)
+_ENCODED_TRAVERSAL = re.compile(r"%(25)*(2e|2f|5c)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,10 @@ class AllowList:
             raise ForbiddenError("the dataset URL contains control characters")
         if len(url) > 2048:
             raise ForbiddenError("the dataset URL is longer than 2048 characters")
+        if _ENCODED_TRAVERSAL.search(url) or "\\" in url:  # local paths too: a file://
+            # URL handed to a library that percent-decodes it would climb out of the root
+            raise ForbiddenError(f"{_short(url)}: encoded dots, slashes or backslashes are "
+                                 "not allowed in a dataset URL")
         try:
             normal = storage.normalize_url(url)
         except InvalidArgumentError as err:

@@ -299,6 +299,10 @@ class DatasetCache:
             base = url.rsplit("/", 1)[0] + "/"
             for target in sorted(targets):
                 self.allow.check_target(_absolute(target, base), dataset=url)
+                # and as the reader opens it: zarrport.references resolves a relative target
+                # against the working directory and expands "~" (storage.normalize_url), so
+                # "~/.aws/credentials" or "secret.txt" must not pass as "<ref dir>/..."
+                self.allow.check_target(target, dataset=url)
         elif kind == "icechunk":
             import icechunk
 

@@ -359,18 +359,27 @@ class _Guard:
         box: dict[str, str] = {}
         token = cache_outcome.set(box)
         received = 0
+        overflow = False  # the body grew past the bound (no or a false Content-Length)
+        started = False
 
         async def bounded_receive() -> Any:
-            nonlocal received
+            nonlocal received, overflow
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > LIMITS["body_bytes"]:
+                    overflow = True
                     raise _BodyTooLarge()
             return message
 
         async def send_with_headers(message: dict) -> None:
+            nonlocal started
+            if overflow and not started:
+                # FastAPI turns any error while reading a body into 400 "There was an
+                # error parsing the body" (fastapi 0.165): answer 413 below instead
+                return
             if message["type"] == "http.response.start":
+                started = True
                 status = str(message["status"])
                 counts[status] = counts.get(status, 0) + 1
                 extra = []
@@ -385,10 +394,13 @@ class _Guard:
         try:
             await self.app(scope, bounded_receive, send_with_headers)
         except _BodyTooLarge:
-            await _send_json(send, 413, error_payload(
-                "too_large", f"the request body is larger than {LIMITS['body_bytes']} bytes"))
+            pass
         finally:
             cache_outcome.reset(token)
+        if overflow and not started:
+            counts["413"] = counts.get("413", 0) + 1
+            await _send_json(send, 413, error_payload(
+                "too_large", f"the request body is larger than {LIMITS['body_bytes']} bytes"))
 
 
 class _BodyTooLarge(Exception):
