@@ -604,6 +604,9 @@ def test_cors_headers_on_errors_too(site):
 
 def _serve(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZARRPORT_")}
+    if env.get("PYTHONPATH"):  # PYTHONPATH=src: the same source in another directory
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p)
+                                            for p in env["PYTHONPATH"].split(os.pathsep))
     return subprocess.run([sys.executable, "-m", "zarrport", "serve", *args],
                           capture_output=True, text=True, timeout=120, env=env)
 

@@ -38,7 +38,12 @@ from typing import Any
 import numpy as np
 
 from zarrport import storage
-from zarrport.errors import CorruptSourceError, InvalidArgumentError, SourceNotFoundError
+from zarrport.errors import (
+    CorruptSourceError,
+    InvalidArgumentError,
+    SourceNotFoundError,
+    ZarrportError,
+)
 from zarrport.service.allow import AllowList
 
 __all__ = ["CacheStats", "DatasetCache", "Level", "Opened", "cache_outcome"]
@@ -245,8 +250,15 @@ class DatasetCache:
             levels = self._pyramid_levels(url)
             if levels is not None:
                 return Opened(url, kind, token, levels)
-        ds = zarrport.open_dataset(url, storage_options=self.storage_options, **version,
-                                   **kwargs)
+        try:
+            ds = zarrport.open_dataset(url, storage_options=self.storage_options, **version,
+                                       **kwargs)
+        except OSError as err:  # xarray's netCDF4 backend: OSError("group not found: ...")
+            if not key.group or isinstance(err, ZarrportError):
+                raise
+            from zarrport.service.tiles import NotServedError
+
+            raise NotServedError(f"{url} has no group {key.group!r} ({err})") from err
         return Opened(url, kind, token, [Level(ds, "", _resolution(ds))], repo=repo)
 
     def _repository(self, url: str) -> Any:

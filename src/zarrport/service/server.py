@@ -54,6 +54,7 @@ LIMITS = {
     "image_edge": 4096,  # max_size, width, height of previews and parts
     "repeats": 32,  # values of one repeated parameter (sel, bidx, ...)
     "body_bytes": 1 << 20,  # a POST body
+    "histogram_bins": 10_000,  # statistics: equal-width bins (numpy allocates them all)
 }
 _IMAGE_PARAMS = ("max_size", "width", "height")
 STATIC = Path(str(resources.files("zarrport.service") / "static"))
@@ -292,8 +293,10 @@ def _mount_viewer(app: FastAPI) -> None:
 
 def _install_tile_error_handlers(app: FastAPI) -> None:
     """The library's errors and rio-tiler's map to 4xx; anything else is a logged 500."""
-    from rasterio.errors import CRSError
+    from morecantile.errors import InvalidZoomError, MorecantileError
+    from rasterio.errors import CRSError, WindowError
     from rio_tiler.errors import PointOutsideBounds, RioTilerError, TileOutsideBounds
+    from rioxarray.exceptions import NoDataInBounds, RioXarrayError
     from titiler.core.errors import BadRequestError, TileNotFoundError
 
     from zarrport.service.app import install_error_handlers
@@ -308,12 +311,18 @@ def _install_tile_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TileOutsideBounds)
     @app.exception_handler(PointOutsideBounds)
     @app.exception_handler(TileNotFoundError)
+    @app.exception_handler(InvalidZoomError)  # a zoom the tiling scheme has no matrix for
+    @app.exception_handler(NoDataInBounds)  # a statistics feature beside the data
     async def outside(request: Request, exc: Exception) -> JSONResponse:
         return respond("outside_bounds", str(exc) or "outside the dataset")
 
     @app.exception_handler(RioTilerError)
     @app.exception_handler(BadRequestError)
     @app.exception_handler(CRSError)
+    @app.exception_handler(MorecantileError)  # a tiling scheme id, quadkey or zoom
+    @app.exception_handler(OverflowError)  # a number in the request too large to compute with
+    @app.exception_handler(WindowError)  # a window from a geometry far outside any transform
+    @app.exception_handler(RioXarrayError)  # a variable rioxarray cannot map (no coordinates)
     async def bad(request: Request, exc: Exception) -> JSONResponse:
         return respond("invalid_argument", str(exc) or type(exc).__name__)
 
@@ -551,6 +560,14 @@ def _check_query(raw: bytes) -> tuple[int, str, str] | None:
         seen[key] = seen.get(key, 0) + 1
         if seen[key] > LIMITS["repeats"]:
             return 400, "too_large", f"more than {LIMITS['repeats']} values of {key!r}"
+        if key == "histogram_bins":
+            try:
+                bins = max(float(v) for v in value.split(","))
+            except ValueError:
+                continue
+            if bins > LIMITS["histogram_bins"] or value.count(",") >= LIMITS["histogram_bins"]:
+                return 400, "too_large", (f"histogram_bins={value[:40]}: at most "
+                                          f"{LIMITS['histogram_bins']} bins")
         if key == "tilesize" or key in _IMAGE_PARAMS:
             bound = LIMITS["tilesize"] if key == "tilesize" else LIMITS["image_edge"]
             try:

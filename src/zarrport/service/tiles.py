@@ -269,6 +269,10 @@ def _arrange(da: Any, variable: str) -> Any:
         raise InvalidArgumentError(
             f"{variable} has dimensions {', '.join(map(str, da.dims))} after sel: pick a "
             f"value of all but one of {', '.join(map(str, extra))} with sel={extra[0]}=...")
+    if "x" not in da.coords or "y" not in da.coords:  # e.g. GRIB on a projected grid
+        raise InvalidArgumentError(
+            f"{variable}: its {x}/{y} dimensions have no coordinates (a projected grid with "
+            "2-D latitude/longitude): it cannot be mapped")
     if da["x"].ndim != 1 or da["y"].ndim != 1:
         raise InvalidArgumentError(f"{variable}: its x/y coordinates are not 1-D")
     da = da.transpose(*extra, "y", "x")
@@ -337,6 +341,14 @@ class ServeReader(XarrayReader):
             if self.opened.is_pyramid:
                 box["level"] = level.name
 
+    def _sel_indexes(self, indexes: Any = None) -> Any:
+        from rio_tiler.utils import cast_to_sequence
+
+        wanted = cast_to_sequence(indexes)
+        if wanted and any(int(v) < 1 for v in wanted):  # rio-tiler asserts it (a 500)
+            raise InvalidArgumentError(f"bidx={list(wanted)}: band indexes start at 1")
+        return super()._sel_indexes(indexes)
+
     def close(self) -> None:  # the cache owns the dataset
         return None
 
@@ -393,6 +405,12 @@ class ServeReader(XarrayReader):
 
     def tile(self, tile_x: int, tile_y: int, tile_z: int, tilesize: int | None = None,
              **kwargs: Any) -> Any:
+        if not 0 <= tile_z <= self.tms.maxzoom:  # morecantile would extrapolate matrices
+            # deeper than the scheme defines; at z=10^5 its arithmetic overflows (500s)
+            from rio_tiler.errors import TileOutsideBounds
+
+            raise TileOutsideBounds(f"zoom {tile_z} is outside {self.tms.id}'s levels "
+                                    f"0-{self.tms.maxzoom}")
         self._check_tile_index(tile_x, tile_y, tile_z)
         self._one_layer(kwargs.get("indexes"))
         level = self._level_for(self._tile_cell(tile_z, tilesize))
@@ -401,6 +419,7 @@ class ServeReader(XarrayReader):
         return super().tile(tile_x, tile_y, tile_z, tilesize=tilesize, **kwargs)
 
     def preview(self, *args: Any, **kwargs: Any) -> Any:
+        _check_edges(kwargs)
         self._one_layer(kwargs.get("indexes"))
         size = kwargs.get("max_size") or max(kwargs.get("width") or 0,
                                              kwargs.get("height") or 0) or 1024
@@ -422,11 +441,44 @@ class ServeReader(XarrayReader):
                                 "max_size= (or width=/height=) to read it resampled")
 
     def part(self, *args: Any, **kwargs: Any) -> Any:
+        _check_edges(kwargs)
         self._one_layer(kwargs.get("indexes"))
         self._bounded(kwargs)
         return super().part(*args, **kwargs)
 
-    def feature(self, *args: Any, **kwargs: Any) -> Any:
+    def feature(self, shape: dict, *args: Any, **kwargs: Any) -> Any:
+        from rasterio.features import bounds as feature_bounds
+
+        try:
+            west, south, east, north = (float(v) for v in feature_bounds(shape))
+        except Exception as err:  # noqa: BLE001 - whatever the GeoJSON lacks
+            raise InvalidArgumentError(f"the feature has no usable geometry ({err})") from None
+        if not all(map(math.isfinite, (west, south, east, north))) or not (
+                west < east and south < north):
+            # GDAL: "Cannot invert geotransform" on a point or a line along one axis (500s)
+            raise InvalidArgumentError(
+                f"the feature's bounds {[west, south, east, north]} enclose no area: "
+                "statistics need a polygon (or a line or points spanning both axes)")
+        crs = kwargs.get("shape_crs")
+        if (crs is None or getattr(crs, "is_geographic", False)) and not (
+                -360 <= west and east <= 360 and -90 <= south and north <= 90):
+            raise InvalidArgumentError(  # GDAL again: "Cannot invert geotransform"
+                f"the feature's bounds {[west, south, east, north]} are not longitudes and "
+                "latitudes (give coord_crs= for other coordinates)")
+        _check_edges(kwargs)
         self._one_layer(kwargs.get("indexes"))
         self._bounded(kwargs)
-        return super().feature(*args, **kwargs)
+        return super().feature(shape, *args, **kwargs)
+
+
+def _check_edges(kwargs: dict[str, Any]) -> None:
+    """``max_size``, ``width``, ``height`` within ``LIMITS["image_edge"]``: the query is
+    checked by the server's middleware, but ``/preview/{width}x{height}.{format}`` takes
+    them from the path (a 100000x100000 preview was 40 GB)."""
+    from zarrport.service.server import LIMITS
+
+    bound = LIMITS["image_edge"]
+    for name in ("max_size", "width", "height"):
+        value = kwargs.get(name)
+        if value is not None and value > bound:
+            raise TooLargeError(f"{name}={value}: at most {bound} pixels")
