@@ -628,3 +628,40 @@ def test_cli_serve_without_allow_fails_in_one_line():
 def test_cli_serve_allow_missing_directory_fails_in_one_line(tmp_path):
     _assert_one_line_failure(_serve("--allow", str(tmp_path / "does" / "not" / "exist"),
                                     "--port", "0"), "not an existing directory")
+
+
+# ----------------------------------------------------------------- the guard itself
+
+
+def test_the_guard_catches_what_it_should(monkeypatch, tmp_path):
+    """The guard used above can fail a test: each trap fires (nothing leaves the machine:
+    the patched calls raise before any packet)."""
+    import socket
+
+    import fsspec
+
+    import zarrport
+
+    secret = tmp_path / "secret"
+    secret.write_text("s")
+    guard = NetworkGuard(secrets=[str(secret)]).install(monkeypatch)
+    attempts = [
+        lambda: socket.create_connection(("169.254.169.254", 80), timeout=0.01),
+        lambda: socket.getaddrinfo("example.com", 443),
+        lambda: socket.socket().connect(("10.0.0.1", 80)),
+        lambda: fsspec.filesystem("file"),
+        lambda: zarrport.open_dataset(str(secret)),
+        lambda: open(secret),  # noqa: SIM115
+    ]
+    for attempt in attempts:
+        with pytest.raises(AssertionError):
+            attempt()
+    assert len(guard.calls) == len(attempts), guard.calls
+    with pytest.raises(AssertionError):
+        guard.assert_clean()
+    # loopback stays usable
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        with socket.create_connection(server.getsockname(), timeout=1):
+            pass
