@@ -486,3 +486,61 @@ def test_virtualizarr_through_registry_into_icechunk(
     repo = icechunk.Repository.open(storage, authorize_virtual_chunk_access=access)
     ds = xr.open_zarr(repo.readonly_session("main").store, consolidated=False)
     np.testing.assert_array_equal(ds["t"].values, values)
+
+
+def test_icechunk_virtual_chunks_over_http(tmp_path):
+    """NetCDF files served over http(s) virtualized into Icechunk and read back through the
+    repository's http virtual chunk container (icechunk 2.3 refused its old constructor)."""
+    import functools
+    import http.server
+    import threading
+
+    import netCDF4
+    import numpy as np
+
+    import zarrport
+    from zarrport.testing.samples import write_cmip6_year
+
+    served = tmp_path / "www"
+    served.mkdir()
+    nc = served / "tas_2015.nc"
+    write_cmip6_year(nc, 2015, nlat=6, nlon=12, time_chunk=73)
+    class Ranged(http.server.SimpleHTTPRequestHandler):
+        """Byte ranges, as object stores and web servers answer them."""
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            path = served / self.path.lstrip("/")
+            rng = self.headers.get("Range")
+            if not rng or not path.is_file():
+                return super().do_GET()
+            data = path.read_bytes()
+            start, _, end = rng.removeprefix("bytes=").partition("-")
+            start = int(start)
+            end = min(int(end), len(data) - 1) if end else len(data) - 1
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            self.send_header("Content-Length", str(end - start + 1))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            self.wfile.write(data[start:end + 1])
+
+    handler = functools.partial(Ranged, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/tas_2015.nc"
+        container, _ = icechunk_virtual_container(url.rsplit("/", 1)[0] + "/", None)
+        assert container.url_prefix.startswith("http://127.0.0.1:")
+        repo = tmp_path / "tas.icechunk"
+        zarrport.virtualize([url], str(repo))
+        got = zarrport.open_dataset(str(repo))["tas"].values
+        with netCDF4.Dataset(nc) as f:
+            want = np.ma.filled(f["tas"][:].astype("float64"), np.nan)
+        np.testing.assert_allclose(got, want, rtol=1e-6, equal_nan=True)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1128,8 +1128,9 @@ def icechunk_virtual_container(
             else:
                 creds = icechunk.gcs_from_env_credentials()
             return icechunk.VirtualChunkContainer(prefix, store), creds
-        # http(s)
-        return (icechunk.VirtualChunkContainer(prefix, icechunk.ObjectStoreConfig.Http({})),
+        # http(s): icechunk.http_store(), not ObjectStoreConfig.Http({}), whose constructor
+        # takes a positional argument since icechunk 2.x (TypeError; checked on 2.3.0)
+        return (icechunk.VirtualChunkContainer(prefix, icechunk.http_store()),
                 icechunk.credentials.HttpAccess)
     except (InvalidArgumentError, StorageError):
         raise
