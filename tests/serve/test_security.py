@@ -597,6 +597,12 @@ def test_cors_headers_on_errors_too(site):
                    headers={"Origin": ORIGIN})
     assert_forbidden(r)
     assert r.headers["access-control-allow-origin"] == ORIGIN
+    # the guard's own refusals (before any endpoint) too
+    r = client.get("/xarray/info", params={"url": "x", "variable": VARIABLE,
+                                           "sel": [f"time={i}" for i in range(40)]},
+                   headers={"Origin": ORIGIN})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "too_large"
+    assert r.headers["access-control-allow-origin"] == ORIGIN
 
 
 # ----------------------------------------------------------------- the CLI

@@ -194,16 +194,17 @@ def create_server(config: ServerConfig) -> FastAPI:
                                  media_type="text/plain; version=0.0.4")
 
     _install_tile_error_handlers(app)
-    if config.cors_origins:
+    if config.tile_cache_bytes > 0:
+        app.add_middleware(_TileCache, capacity=config.tile_cache_bytes)
+    app.add_middleware(_Guard)  # bounds first, and the per-request record
+    if config.cors_origins:  # outermost: the guard's refusals carry CORS headers too
         from starlette.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
                            allow_methods=["GET", "POST", "OPTIONS"],
                            allow_headers=["Authorization", "Content-Type"],
-                           expose_headers=["X-Zarrport-Cache", "X-Zarrport-Level"])
-    if config.tile_cache_bytes > 0:
-        app.add_middleware(_TileCache, capacity=config.tile_cache_bytes)
-    app.add_middleware(_Guard)  # outermost: bounds first, and the per-request record
+                           expose_headers=["X-Zarrport-Cache", "X-Zarrport-Level",
+                                           "X-Zarrport-Tile-Cache"])
     return app
 
 
