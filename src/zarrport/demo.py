@@ -203,6 +203,7 @@ def serve_demo(out: Path, stac: Path, collection: str, *, keep: bool, port: int)
 
     app = create_server(ServerConfig(allow=[str(out)], catalog=str(stac)))
     sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a run just before
     try:
         sock.bind(("127.0.0.1", port))
     except OSError:
@@ -252,6 +253,9 @@ def serve_demo(out: Path, stac: Path, collection: str, *, keep: bool, port: int)
         return 0
     except KeyboardInterrupt:
         return 0
+    except OSError as err:  # urllib's URLError/HTTPError too: one line, not a traceback
+        print(f"     the server did not answer: {err}")
+        return 1
     finally:
         server.should_exit = True
         thread.join(10)

@@ -148,8 +148,11 @@ def _open_paths() -> set[str]:
     return {os.path.realpath(f.path) for f in psutil.Process().open_files()}
 
 
-def test_lru_bound_closes_evicted_files(tmp_path, archive):
+def test_lru_bound_closes_evicted_files(tmp_path, archive, monkeypatch):
+    from zarrport.service.datasets import DatasetCache
     from zarrport.testing.samples import write_cmip6_year
+
+    monkeypatch.setattr(DatasetCache, "GRACE_S", 0.0)  # closed at once (see the next test)
 
     third = write_cmip6_year(tmp_path / "archive" / "tas_360.nc", 2015, calendar="360_day",
                              **GRID)
@@ -172,6 +175,30 @@ def test_lru_bound_closes_evicted_files(tmp_path, archive):
     assert r.headers["X-Zarrport-Cache"] == "miss" and r.json()["values"] == [_cell(files[0])]
     assert _metric(api, "zarrport_dataset_cache_evictions_total") == 2
     assert str(files[1].resolve()) not in _open_paths()
+
+
+def test_evicted_dataset_stays_open_for_a_grace_period(tmp_path, archive, monkeypatch):
+    """A request that got a dataset just before it was evicted can still read it: the
+    evicted dataset is closed only after GRACE_S, at a later opening."""
+    import time
+
+    from zarrport.service.datasets import DatasetCache
+    from zarrport.testing.samples import write_cmip6_year
+
+    monkeypatch.setattr(DatasetCache, "GRACE_S", 0.5)
+    third = write_cmip6_year(tmp_path / "archive" / "tas_grace.nc", 2015, calendar="360_day",
+                             **GRID)
+    files = [*archive, third]
+    api = client([tmp_path], cache_size=1)
+    for f in files[:2]:
+        assert api.get(POINT, params={"url": str(f), "variable": "tas",
+                                      "sel": T0}).status_code == 200
+    assert _metric(api, "zarrport_dataset_cache_evictions_total") == 1
+    assert str(files[0].resolve()) in _open_paths()  # evicted, still open
+    time.sleep(0.6)
+    r = api.get(POINT, params={"url": str(files[2]), "variable": "tas", "sel": T0})
+    assert r.status_code == 200 and r.json()["values"] == [_cell(files[2])]
+    assert str(files[0].resolve()) not in _open_paths()  # closed after the grace
 
 
 def test_concurrent_first_requests_open_once(stores, monkeypatch):

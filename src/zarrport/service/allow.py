@@ -39,6 +39,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # %2e (.), %2f (/), %5c (\) in a URL path: a second decoding downstream could turn them into
 # a traversal; nothing legitimate in an archive path needs them (%252e: encoded twice)
 _ENCODED_TRAVERSAL = re.compile(r"%(25)*(2e|2f|5c)", re.IGNORECASE)
+# encoded control characters, '?' and '#': the checked path would not be the one opened
+_ENCODED_OTHER = re.compile(r"%(25)*([01][0-9a-f]|7f|3f|23)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,11 @@ class AllowList:
             raise ForbiddenError("the dataset URL contains control characters")
         if len(url) > 2048:
             raise ForbiddenError("the dataset URL is longer than 2048 characters")
+        if "::" in url:  # fsspec's URL chaining (simplecache::https://...): never a path
+            raise ForbiddenError(f"{_short(url)}: chained URLs (::) are not allowed")
+        if _ENCODED_OTHER.search(url):
+            raise ForbiddenError(f"{_short(url)}: encoded control characters, '?' or '#' are "
+                                 "not allowed in a dataset URL")
         if _ENCODED_TRAVERSAL.search(url) or "\\" in url:  # local paths too: a file://
             # URL handed to a library that percent-decodes it would climb out of the root
             raise ForbiddenError(f"{_short(url)}: encoded dots, slashes or backslashes are "

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,8 @@ cache_outcome: contextvars.ContextVar[dict[str, str] | None] = contextvars.Conte
     "zarrport_cache_outcome", default=None)
 
 _METADATA_FILES = ("zarr.json", ".zmetadata", ".zgroup")
+#: arrays (and Parquet record files per array) a token looks at, at most
+_MAX_ARRAYS = 256
 
 
 @dataclass
@@ -76,6 +79,7 @@ class Opened:
     token: str
     levels: list[Level]
     repo: Any = field(default=None, repr=False)  # icechunk.Repository, for the token
+    meta: tuple[str, ...] = field(default=(), repr=False)  # files the token looks at
     #: per (level, variable, sel): the selected array and what rio-tiler derives from it
     memo: OrderedDict = field(default_factory=OrderedDict, repr=False)
     memo_size: int = 256
@@ -108,6 +112,14 @@ class Opened:
 
 
 @dataclass
+class _Probe:
+    """What a token is read from before the dataset is open."""
+
+    repo: Any = None
+    meta: tuple[str, ...] = ()
+
+
+@dataclass
 class CacheStats:
     hits: int = 0
     misses: int = 0
@@ -127,6 +139,9 @@ class _Key:
 class DatasetCache:
     """At most ``capacity`` open datasets, least recently used closed first."""
 
+    #: seconds a dataset dropped from the cache stays open for requests still reading it
+    GRACE_S = 30.0
+
     def __init__(self, allow: AllowList, *, capacity: int = 32,
                  storage_options: dict | None = None) -> None:
         if capacity < 1:
@@ -139,6 +154,7 @@ class DatasetCache:
         self._lock = threading.Lock()
         self._opening: dict[_Key, threading.Lock] = {}
         self._kinds: dict[str, str] = {}
+        self._retired: list[tuple[float, Opened]] = []
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -149,35 +165,51 @@ class DatasetCache:
         key = _Key(url, group or None, branch, tag, snapshot)
         with self._lock:
             entry = self._entries.get(key)
+        if entry is not None and self._token(entry.kind, key, entry) == entry.token:
+            return self._hit(key, entry)
+        with self._lock:
             key_lock = self._opening.setdefault(key, threading.Lock())
-        if entry is not None:
-            token = self._token(entry.kind, key, entry.repo)
-            if token == entry.token:
-                return self._hit(key, entry)
-        with key_lock:  # one opening per key; the others wait and then hit
-            with self._lock:
-                entry = self._entries.get(key)
-            if entry is not None:
-                token = self._token(entry.kind, key, entry.repo)
-                if token == entry.token:
+        try:
+            with key_lock:  # one opening per key; the others wait and then hit
+                with self._lock:
+                    entry = self._entries.get(key)
+                if entry is not None and self._token(entry.kind, key, entry) == entry.token:
                     return self._hit(key, entry)
-            outcome = "stale" if entry is not None else "miss"
-            opened = self._open(key)
-            with self._lock:
-                old = self._entries.pop(key, None)
-                self._entries[key] = opened
-                evicted = []
-                while len(self._entries) > self.capacity:
-                    _, lru = self._entries.popitem(last=False)
-                    evicted.append(lru)
-                if outcome == "stale":
-                    self.stats.stale += 1
-                self.stats.misses += 1
-                self.stats.evictions += len(evicted)
-            for gone in ([old] if old is not None else []) + evicted:
-                gone.close()
-            _record(outcome)
-            return opened
+                outcome = "stale" if entry is not None else "miss"
+                try:
+                    opened = self._open(key)
+                except Exception:
+                    self._kinds.pop(url, None)  # it may have become another kind
+                    raise
+                with self._lock:
+                    old = self._entries.pop(key, None)
+                    self._entries[key] = opened
+                    evicted = []
+                    while len(self._entries) > self.capacity:
+                        _, lru = self._entries.popitem(last=False)
+                        evicted.append(lru)
+                    if outcome == "stale":
+                        self.stats.stale += 1
+                    self.stats.misses += 1
+                    self.stats.evictions += len(evicted)
+                self._retire(([old] if old is not None else []) + evicted)
+                _record(outcome)
+                return opened
+        finally:
+            with self._lock:  # no lock kept per key ever asked for
+                if self._opening.get(key) is key_lock and not key_lock.locked():
+                    del self._opening[key]
+
+    def _retire(self, gone: list[Opened]) -> None:
+        """Close datasets dropped from the cache once no request can still be reading them
+        (a request that got one just before holds it for one response: a grace period)."""
+        now = time.monotonic()
+        with self._lock:
+            self._retired.extend((now, g) for g in gone)
+            due = [g for t, g in self._retired if now - t >= self.GRACE_S]
+            self._retired = [(t, g) for t, g in self._retired if now - t < self.GRACE_S]
+        for g in due:
+            g.close()
 
     def peek_token(self, url: str, *, group: str | None = None, branch: str | None = None,
                    tag: str | None = None, snapshot: str | None = None) -> str | None:
@@ -188,7 +220,7 @@ class DatasetCache:
         if entry is None:
             return None
         try:
-            return self._token(entry.kind, key, entry.repo)
+            return self._token(entry.kind, key, entry)
         except Exception:  # noqa: BLE001 - the request itself will say what is wrong
             return None
 
@@ -202,8 +234,9 @@ class DatasetCache:
 
     def clear(self) -> None:
         with self._lock:
-            entries = list(self._entries.values())
+            entries = list(self._entries.values()) + [g for _, g in self._retired]
             self._entries.clear()
+            self._retired = []
         for entry in entries:
             entry.close()
 
@@ -234,12 +267,14 @@ class DatasetCache:
                 "snapshot)", source=url)
         repo = None
         version: dict[str, str] = {}
+        meta: tuple[str, ...] = ()
         if kind == "icechunk":
             repo = self._repository(url)
-            token = self._token(kind, key, repo)
+            token = self._token(kind, key, _Probe(repo=repo))
             version = {"snapshot": token}
         else:
-            token = self._token(kind, key, None)
+            meta = self._metadata_files(kind, url)
+            token = self._token(kind, key, _Probe(meta=meta))
         self._check_targets(url, kind)
         kwargs: dict[str, Any] = {"decode_coords": "all"}
         if key.group and kind in ("zarr", "icechunk", "netcdf4"):
@@ -249,7 +284,7 @@ class DatasetCache:
         if kind == "zarr" and not key.group:
             levels = self._pyramid_levels(url)
             if levels is not None:
-                return Opened(url, kind, token, levels)
+                return Opened(url, kind, token, levels, meta=meta)
         try:
             ds = zarrport.open_dataset(url, storage_options=self.storage_options, **version,
                                        **kwargs)
@@ -259,7 +294,7 @@ class DatasetCache:
             from zarrport.service.tiles import NotServedError
 
             raise NotServedError(f"{url} has no group {key.group!r} ({err})") from err
-        return Opened(url, kind, token, [Level(ds, "", _resolution(ds))], repo=repo)
+        return Opened(url, kind, token, [Level(ds, "", _resolution(ds))], repo=repo, meta=meta)
 
     def _repository(self, url: str) -> Any:
         import icechunk
@@ -274,29 +309,64 @@ class DatasetCache:
             raise CorruptSourceError(f"{url}: not a readable Icechunk repository ({err})",
                                      source=url) from err
 
-    def _token(self, kind: str, key: _Key, repo: Any) -> str:
+    def _token(self, kind: str, key: _Key, probe: Any) -> str:
+        """The version token of the dataset at ``key`` now; ``probe`` (an :class:`Opened`
+        or :class:`_Probe`) holds the repository or the metadata files to look at."""
         if kind == "icechunk":
             if key.snapshot:
                 return key.snapshot
             try:
                 if key.tag:
-                    return repo.lookup_tag(key.tag)
-                return repo.lookup_branch(key.branch or "main")
+                    return probe.repo.lookup_tag(key.tag)
+                return probe.repo.lookup_branch(key.branch or "main")
             except Exception as err:  # noqa: BLE001
                 what = f"tag {key.tag!r}" if key.tag else f"branch {key.branch or 'main'!r}"
                 raise SourceNotFoundError(f"{key.url} has no {what}", source=key.url) from err
         fs, path = storage.filesystem(key.url, self.storage_options)
         if kind in ("zarr", "kerchunk-parquet"):
-            for name in _METADATA_FILES:
+            parts = []
+            for name in probe.meta:
                 try:
-                    return _info_token(fs.info(f"{path.rstrip('/')}/{name}"))
+                    parts.append(_info_token(fs.info(name)))
                 except FileNotFoundError:
-                    continue
-            raise SourceNotFoundError(f"{key.url}: no Zarr metadata", source=key.url)
+                    parts.append("-")  # gone since: a change too
+            if not any(p != "-" for p in parts):
+                raise SourceNotFoundError(f"{key.url}: no Zarr metadata", source=key.url)
+            return ";".join(parts)
         try:
             return _info_token(fs.info(path))
         except FileNotFoundError as err:
             raise SourceNotFoundError(f"{key.url} does not exist", source=key.url) from err
+
+    def _metadata_files(self, kind: str, url: str) -> tuple[str, ...]:
+        """What a Zarr store's (or kerchunk Parquet's) token looks at: the root metadata and
+        each array's (an append or a new array rewrites them), and for Parquet each record
+        file. Chunks rewritten in place do not change them: see docs/serve.md."""
+        if kind not in ("zarr", "kerchunk-parquet"):
+            return ()
+        fs, path = storage.filesystem(url, self.storage_options)
+        root = path.rstrip("/")
+        files = []
+        for name in _METADATA_FILES:
+            if fs.exists(f"{root}/{name}"):
+                files.append(f"{root}/{name}")
+                break
+        if not files:
+            raise SourceNotFoundError(f"{url}: no Zarr metadata", source=url)
+        try:
+            children = [c["name"] for c in fs.ls(root, detail=True) if c["type"] == "directory"]
+        except (FileNotFoundError, NotADirectoryError):
+            children = []
+        for child in sorted(children)[:_MAX_ARRAYS]:
+            child = child.rstrip("/")
+            if kind == "kerchunk-parquet":
+                files.extend(sorted(fs.glob(f"{child}/refs.*.parq"))[:_MAX_ARRAYS])
+                continue
+            for name in ("zarr.json", ".zarray", ".zgroup"):
+                if fs.exists(f"{child}/{name}"):
+                    files.append(f"{child}/{name}")
+                    break
+        return tuple(files)
 
     def _check_targets(self, url: str, kind: str) -> None:
         """Refuse a dataset whose chunks live outside the allow list."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
@@ -418,13 +419,16 @@ class _BodyTooLarge(Exception):
 
 
 class _TileCache:
-    """Rendered tiles, kept by request (path + sorted query) with the version token of the
-    dataset they were made from; served again only while the dataset's current token is the
-    same. Bounded in bytes, least recently used dropped first. ``X-Zarrport-Tile-Cache``
-    says hit or miss."""
+    """Rendered tiles, kept by request (path + query, values in their order) with the
+    dataset URL and version token they were drawn from; served again only while the
+    dataset's current token is the same. Only tile images are kept (not the tileset
+    pages, whose links follow the Host header). Bounded in bytes (bodies, keys and
+    headers), least recently used dropped first. ``X-Zarrport-Tile-Cache`` says hit or
+    miss; a request for a tile being drawn waits for that drawing."""
 
-    PREFIX = "/xarray/tiles/"
+    TILE = re.compile(r"^/xarray/tiles/[^/]+/\d+/\d+/\d+(@\d+x)?(\.\w+)?$")
     MAX_TILE = 4 << 20
+    OVERHEAD = 256  # bytes per entry beyond what is counted
 
     def __init__(self, app: Any, capacity: int) -> None:
         import threading
@@ -433,7 +437,7 @@ class _TileCache:
         self.app = app
         self.capacity = capacity
         self.size = 0
-        self.tiles: OrderedDict[tuple, tuple[str, int, list, bytes]] = OrderedDict()
+        self.tiles: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
         self.lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -441,33 +445,45 @@ class _TileCache:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if (scope["type"] != "http" or scope.get("method") != "GET"
-                or not scope.get("path", "").startswith(self.PREFIX)):
+                or not self.TILE.match(scope.get("path", ""))):
             await self.app(scope, receive, send)
             return
+        import asyncio
+
+        import anyio
+
         app = scope["app"]
         app.state.tile_cache = self
+        # sorted by name only: the order of a parameter's values matters (bidx=3&bidx=1)
         pairs = sorted(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                                 keep_blank_values=True))
+                                 keep_blank_values=True), key=lambda kv: kv[0])
         key = (scope["path"], tuple(pairs))
-        cached = await self._lookup(key, app, pairs)
-        while cached is None and key in self.inflight:
-            # the same tile is being drawn for another request: wait for it (one render
-            # per tile when many people open the same map at once)
+        query = dict(pairs)  # the last value of a repeated name, as the endpoint takes it
+        while True:
+            entry = self.tiles.get(key)
+            if entry is None:
+                cached = None
+            elif entry["url"].startswith("file://") and "collection" not in query:
+                cached = self._lookup(key, app, query)  # a stat: microseconds
+            else:  # a remote token is a request, a catalog refresh reads files
+                cached = await anyio.to_thread.run_sync(self._lookup, key, app, query)
+            if cached is not None or key not in self.inflight:
+                break
             await self.inflight[key].wait()
-            cached = await self._lookup(key, app, pairs)
         with self.lock:
             if cached is not None:
                 self.hits += 1
             else:
                 self.misses += 1
+        box = cache_outcome.get()
         if cached is not None:
-            _, status, headers, body = cached
-            box = cache_outcome.get()
             if box is not None:
                 box["cache"] = "hit"
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [*headers, (b"x-zarrport-tile-cache", b"hit")]})
-            await send({"type": "http.response.body", "body": body})
+                if cached["level"] is not None:
+                    box["level"] = cached["level"]
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [*cached["headers"], (b"x-zarrport-tile-cache", b"hit")]})
+            await send({"type": "http.response.body", "body": cached["body"]})
             return
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
@@ -481,55 +497,58 @@ class _TileCache:
                 chunks.append(message.get("body", b""))
             await send(message)
 
-        import asyncio
-
-        done = self.inflight[key] = asyncio.Event()
+        done = asyncio.Event()
+        mine = key not in self.inflight
+        if mine:
+            self.inflight[key] = done
         try:
             await self.app(scope, receive, capture)
-            self._store(key, start, chunks)
+            self._store(key, start, chunks, box or {})
         finally:
-            del self.inflight[key]
+            if mine and self.inflight.get(key) is done:
+                del self.inflight[key]
             done.set()
 
-    async def _lookup(self, key: tuple, app: Any, pairs: list) -> Any:
+    def _lookup(self, key: tuple, app: Any, query: dict[str, str]) -> dict[str, Any] | None:
+        """The cached tile if its dataset is unchanged."""
         with self.lock:
-            if key not in self.tiles:
-                return None
-        query = dict(pairs)
-        url = _dataset_url(app, query)
-        if url is None:
+            entry = self.tiles.get(key)
+        if entry is None:
             return None
-        if url.startswith("file://"):
-            current = _current_token(app, url, query)
-        else:  # a remote store's token is a request: not on the event loop
-            import anyio
-
-            current = await anyio.to_thread.run_sync(_current_token, app, url, query)
+        url = _dataset_url(app, query)
+        if url is None or url != entry["url"]:
+            return None
+        if _current_token(app, url, query) != entry["token"]:
+            return None
         with self.lock:
-            cached = self.tiles.get(key)
-            if cached is None or current is None or cached[0] != current:
-                return None
-            self.tiles.move_to_end(key)
-            return cached
+            if key in self.tiles:
+                self.tiles.move_to_end(key)
+        return entry
 
-    def _store(self, key: tuple, start: dict[str, Any], chunks: list[bytes]) -> None:
-        box = cache_outcome.get() or {}
-        token = box.get("token")
+    def _store(self, key: tuple, start: dict[str, Any], chunks: list[bytes],
+               box: dict[str, str]) -> None:
+        token, url = box.get("token"), box.get("url")
         body = b"".join(chunks)
-        if start.get("status") != 200 or token is None or len(body) > self.MAX_TILE:
+        if (start.get("status") != 200 or token is None or url is None
+                or len(body) > self.MAX_TILE):
             return
         headers = [(k, v) for k, v in start.get("headers", [])
-                   if k.lower() not in (b"x-zarrport-cache", b"content-length")]
+                   if k.lower() not in (b"x-zarrport-cache", b"x-zarrport-level",
+                                        b"content-length")]
         headers.append((b"content-length", str(len(body)).encode()))
+        size = (len(body) + len(key[0]) + sum(len(k) + len(v) for k, v in key[1])
+                + sum(len(k) + len(v) for k, v in headers) + self.OVERHEAD)
+        entry = {"url": url, "token": token, "level": box.get("level"), "headers": headers,
+                 "body": body, "size": size}
         with self.lock:
             old = self.tiles.pop(key, None)
             if old is not None:
-                self.size -= len(old[3])
-            self.tiles[key] = (token, 200, headers, body)
-            self.size += len(body)
+                self.size -= old["size"]
+            self.tiles[key] = entry
+            self.size += size
             while self.size > self.capacity and self.tiles:
                 _, dropped = self.tiles.popitem(last=False)
-                self.size -= len(dropped[3])
+                self.size -= dropped["size"]
 
 
 def _dataset_url(app: Any, query: dict[str, str]) -> str | None:
@@ -562,11 +581,14 @@ def _check_query(raw: bytes) -> tuple[int, str, str] | None:
         if seen[key] > LIMITS["repeats"]:
             return 400, "too_large", f"more than {LIMITS['repeats']} values of {key!r}"
         if key == "histogram_bins":
-            try:
-                bins = max(float(v) for v in value.split(","))
-            except ValueError:
-                continue
-            if bins > LIMITS["histogram_bins"] or value.count(",") >= LIMITS["histogram_bins"]:
+            if "," in value:  # bin edges: their number counts, not their values
+                bins = value.count(",")
+            else:
+                try:
+                    bins = float(value)
+                except ValueError:
+                    continue
+            if bins > LIMITS["histogram_bins"]:
                 return 400, "too_large", (f"histogram_bins={value[:40]}: at most "
                                           f"{LIMITS['histogram_bins']} bins")
         if key == "tilesize" or key in _IMAGE_PARAMS:

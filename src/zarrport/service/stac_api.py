@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import logging
 import os
 import threading
 import time
@@ -39,6 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from zarrport.errors import CorruptSourceError, InvalidArgumentError
 
 __all__ = ["ASSET_PREFERENCE", "StaticCatalog", "stac_router"]
+
+log = logging.getLogger("zarrport.service")
 
 #: the asset a collection or item opens as: the first of these it has
 ASSET_PREFERENCE = ("zarr_ref", "icechunk", "zarr", "netcdf")
@@ -110,7 +113,13 @@ class StaticCatalog:
         with self._lock:
             self._checked = now
             if self._stat_signature() != self._signature:
-                self._load()
+                try:
+                    self._load()
+                except (CorruptSourceError, KeyError, TypeError) as err:
+                    # a catalog being rewritten (a batch run): keep serving the last one
+                    # read whole, and try again at the next check
+                    log.warning("the STAC catalog in %s could not be re-read (%s); serving "
+                                "the previous one", self.root, err)
 
     def _load(self) -> None:
         signature = self._stat_signature()
@@ -119,6 +128,8 @@ class StaticCatalog:
         for link in catalog.get("links", []):
             if link.get("rel") != "child":
                 continue
+            if not isinstance(link.get("href"), str):
+                raise CorruptSourceError(f"{self.root}/catalog.json: a child link has no href")
             path = (self.root / link["href"]).resolve()
             doc = _read(path)
             if doc.get("type") != "Collection":
@@ -127,9 +138,15 @@ class StaticCatalog:
             for ilink in doc.get("links", []):
                 if ilink.get("rel") != "item":
                     continue
+                if not isinstance(ilink.get("href"), str):
+                    raise CorruptSourceError(f"{path}: an item link has no href")
                 ipath = (path.parent / ilink["href"]).resolve()
                 idoc = _read(ipath)
+                if not isinstance(idoc.get("id"), str):
+                    raise CorruptSourceError(f"{ipath}: a STAC item without an id")
                 coll.items[idoc["id"]] = (idoc, ipath)
+            if not isinstance(doc.get("id"), str):
+                raise CorruptSourceError(f"{path}: a STAC collection without an id")
             collections[doc["id"]] = coll
         self.catalog, self.collections, self._signature = catalog, collections, signature
 

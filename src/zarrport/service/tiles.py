@@ -49,6 +49,8 @@ _Y_NAMES = ("y", "lat", "latitude", "LAT", "LATITUDE", "Lat", "Latitude", "rlat"
 _X_NAMES = ("x", "lon", "longitude", "LON", "LONGITUDE", "Lon", "Longitude", "rlon")
 
 
+#: features of one statistics request (each is a read)
+MAX_FEATURES = 100
 #: cells one statistics or part request may read at full resolution
 MAX_PIXELS = 64_000_000
 
@@ -234,7 +236,8 @@ def select_variable(ds: Any, variable: str, sel: list[str] | None, *, url: str =
                     positions = [index.get_loc(label) for label in labels]
                 else:
                     positions = list(index.get_indexer(labels, method=method))
-            except (KeyError, TypeError, ValueError, NotImplementedError) as err:
+            except (KeyError, TypeError, ValueError, NotImplementedError,
+                    pd.errors.InvalidIndexError) as err:  # a label twice in the index
                 raise InvalidArgumentError(f"sel {dim}={values!r}: no such {dim} in "
                                            f"{variable} ({err})") from None
             if any(not isinstance(p, (int, np.integer)) or p < 0 for p in positions):
@@ -282,8 +285,16 @@ def _arrange(da: Any, variable: str) -> Any:
         da.attrs.update({"valid_min": lo, "valid_max": hi})
     crs = da.rio.crs or "epsg:4326"
     da = da.rio.write_crs(crs)
-    if str(crs).lower() in ("epsg:4326", "ogc:crs84") and float(da["x"].max()) > 180:
-        da = da.assign_coords(x=(da["x"] + 180) % 360 - 180).sortby("x")
+    if da.rio.crs.is_geographic and da.sizes["x"] > 1 and float(da["x"].max()) > 180:
+        x = np.asarray(da["x"].values, dtype="float64")
+        step = float(np.median(np.abs(np.diff(x))))
+        if float(x.min()) >= 180 - step / 2 or float(x.max() - x.min()) >= 360 - 1.5 * step:
+            # a global grid (0..360) or one wholly east of 180: to -180..180, rotated
+            da = da.assign_coords(x=(da["x"] + 180) % 360 - 180).sortby("x")
+        else:  # a regional grid across the antimeridian would split into two blocks
+            raise InvalidArgumentError(
+                f"{variable}: its longitudes {x.min():g}..{x.max():g} cross 180 on a "
+                "regional grid, which the tiler cannot place")
     return da
 
 
@@ -310,6 +321,7 @@ class ServeReader(XarrayReader):
     input: Any = attr.ib(init=False)
     opened: Opened = attr.ib(init=False)
     level: int = attr.ib(init=False, default=0)
+    _features: int = attr.ib(init=False, default=0)
     _dims: list = attr.ib(init=False, factory=list)
 
     def __attrs_post_init__(self) -> None:
@@ -324,7 +336,7 @@ class ServeReader(XarrayReader):
         before -- they are a third of a warm tile's time otherwise."""
         level = self.opened.levels[i]
         self.level = i
-        key = (i, self.variable, tuple(self.sel or ()))
+        key = (i, self.variable, tuple(self.sel or ()), self.tms.id)
         state = self.opened.memo_get(key)
         if state is None:
             self.input = select_variable(level.ds, self.variable, self.sel,
@@ -338,6 +350,7 @@ class ServeReader(XarrayReader):
         box = cache_outcome.get()
         if box is not None:
             box["token"] = self.opened.token  # the version this answer was made from
+            box["url"] = self.src_path.url
             if self.opened.is_pyramid:
                 box["level"] = level.name
 
@@ -448,6 +461,11 @@ class ServeReader(XarrayReader):
 
     def feature(self, shape: dict, *args: Any, **kwargs: Any) -> Any:
         from rasterio.features import bounds as feature_bounds
+
+        self._features += 1  # one reader per request: a FeatureCollection's features
+        if self._features > MAX_FEATURES:
+            raise TooLargeError(f"more than {MAX_FEATURES} features in one statistics "
+                                "request: split it")
 
         try:
             west, south, east, north = (float(v) for v in feature_bounds(shape))
