@@ -138,6 +138,10 @@ LOCAL_ATTACKS = {
     "dir_symlink_out": "{root}/dirlink/secret.nc",
     "symlink_chain": "{root}/chain2.nc",
     "root_itself_parent": "{root}/..",
+    "encoded_nul": "{root}/tiny.nc%00/../../outside/secret.nc",
+    "encoded_question_mark": "{root}/tiny.nc%3f/../../outside/secret.nc",
+    "encoded_hash": "{root}/tiny.nc%23x",
+    "chained_inside_root": "{root}/simplecache::file:///etc/passwd",
 }
 
 

@@ -366,3 +366,36 @@ def test_real_server_process(stores, tmp_path):
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_regional_longitudes_east_of_180_or_across_it(tmp_path):
+    """A grid wholly east of 180 (190..350) is served shifted to -170..-10 with its values;
+    a regional grid across 180 (100..260) is refused with a 400 rather than drawn in two
+    misplaced blocks."""
+    import xarray as xr
+
+    from .data import client
+
+    lat = np.arange(-20.0, 21.0, 10.0)
+    rng = np.random.default_rng(3)
+    stores = {}
+    for name, lon in (("east", np.arange(190.0, 351.0, 20.0)),
+                      ("across", np.arange(100.0, 261.0, 20.0))):
+        values = rng.normal(280, 5, (lat.size, lon.size)).astype("float32")
+        ds = xr.Dataset({"tas": (("lat", "lon"), values)},
+                        coords={"lat": ("lat", lat, {"units": "degrees_north"}),
+                                "lon": ("lon", lon, {"units": "degrees_east"})})
+        path = tmp_path / f"{name}.nc"
+        ds.to_netcdf(path)
+        stores[name] = (path, values, lon)
+    api = client([tmp_path])
+    path, values, lon = stores["east"]
+    r = api.get("/xarray/point/-50,0", params={"url": str(path), "variable": "tas"})
+    assert r.status_code == 200, r.text
+    j = int(np.argmin(np.abs(lon - 310.0)))  # -50 is 310
+    assert r.json()["values"] == [float(values[2, j])]
+    path, _, _ = stores["across"]
+    r = api.get("/xarray/tiles/WebMercatorQuad/0/0/0.png", params={"url": str(path),
+                                                                   "variable": "tas"})
+    assert_error(r, 400, "invalid_argument")
+    assert "cross 180" in r.json()["error"]["message"]
