@@ -1,12 +1,14 @@
 """What every benchmark reports about the machine and the libraries, how they shorten
 errors and how they put their section into docs/benchmarks.md: one copy, imported by
-``bench_virtualize.py``, ``bench_batch.py``, ``bench_grib.py`` and ``bench_grib_decode.py``."""
+``bench_virtualize.py``, ``bench_batch.py``, ``bench_grib.py``, ``bench_grib_decode.py``,
+``bench_convert.py`` and ``bench_serve.py``."""
 
 from __future__ import annotations
 
 import os
 import platform
 import re
+import subprocess
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -79,3 +81,16 @@ def replace_section(path: Path, begin: str, end: str, section: str) -> None:
         text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def git_commit() -> str:
+    """The checkout measured: short commit, ``+dirty`` when ``src/`` has changes."""
+    root = str(Path(__file__).resolve().parents[1])
+    try:
+        out = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "src"],
+                               capture_output=True, text=True).stdout.strip()
+        return out + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"

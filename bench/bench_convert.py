@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import (  # noqa: E402
     fmt_load,
+    git_commit,
     loadavg,
     machine,
     nproc,
@@ -912,17 +913,6 @@ def render(res: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- main
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"],
-                               capture_output=True, text=True).stdout.strip()
-        return out + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
 
 
 ZP_NOTES = [

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -233,31 +234,9 @@ def _parquet_table(refs: _Refs, name: str, nchunks: int) -> dict[str, Any]:
     return {"paths": paths, "offsets": offsets, "sizes": sizes, "raws": raws}
 
 
-def first_target(url: str, kind: str, storage_options: dict | None) -> str | None:
-    """The first source URL the references name, or None (all inline)."""
-    if kind == "kerchunk-parquet":
-        import pyarrow.parquet as pq
-
-        refs = _load_parquet(url, storage_options)
-        fs, path = refs.fs, refs.path  # type: ignore[attr-defined]
-        for name in sorted(refs.arrays()):
-            for f in sorted(fs.glob(f"{path}/{name}/refs.*.parq")):
-                with fs.open(f, "rb") as fh:
-                    for p in pq.read_table(fh, columns=["path"]).column("path").to_pylist():
-                        if isinstance(p, str) and p:
-                            return p
-        return None
-    refs = _load_json(url, storage_options)
-    for entries in refs.chunks.values():
-        for _leaf, value in entries:
-            if isinstance(value, list) and value and isinstance(value[0], str):
-                return value[0]
-    return None
-
-
-def all_targets(url: str, kind: str, storage_options: dict | None) -> set[str]:
-    """Every source URL the references name, as written (templates and ``gen`` expanded)."""
-    found: set[str] = set()
+def _targets(url: str, kind: str, storage_options: dict | None) -> Iterator[str]:
+    """The source URLs the references name, as written (templates and ``gen`` expanded),
+    in array order; a URL may come more than once."""
     if kind == "kerchunk-parquet":
         import pyarrow.parquet as pq
 
@@ -267,16 +246,25 @@ def all_targets(url: str, kind: str, storage_options: dict | None) -> set[str]:
             for f in sorted(fs.glob(f"{path}/{name}/refs.*.parq")):
                 with fs.open(f, "rb") as fh:
                     table = pq.read_table(fh)
-                if "path" in table.column_names:
-                    found.update(p for p in table.column("path").unique().to_pylist()
-                                 if isinstance(p, str) and p)
-        return found
+                if "path" in table.column_names:  # all inline: no column
+                    yield from (p for p in table.column("path").unique().to_pylist()
+                                if isinstance(p, str) and p)
+        return
     refs = _load_json(url, storage_options)
     for entries in refs.chunks.values():
         for _leaf, value in entries:
             if isinstance(value, list) and value and isinstance(value[0], str):
-                found.add(value[0])
-    return found
+                yield value[0]
+
+
+def first_target(url: str, kind: str, storage_options: dict | None) -> str | None:
+    """The first source URL the references name, or None (all inline)."""
+    return next(_targets(url, kind, storage_options), None)
+
+
+def all_targets(url: str, kind: str, storage_options: dict | None) -> set[str]:
+    """Every source URL the references name, as written (templates and ``gen`` expanded)."""
+    return set(_targets(url, kind, storage_options))
 
 
 def _key_pattern(ndim: int, sep: str) -> Any:

@@ -21,9 +21,14 @@ from .browser import CHROMIUM_ARGS, SCREENSHOTS, OfflinePage, find_chromium, ope
 LAUNCH_SECONDS: dict[str, float] = {}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Headless Debian chromium. Missing chromium FAILS the test (``make test`` runs these)."""
+    """Headless Debian chromium. Missing chromium FAILS the test (``make test`` runs these).
+
+    Per module, not per session: Playwright's sync API keeps an asyncio loop running in the
+    main thread while it is started, and every later ``asyncio.run()`` in the session
+    (kerchunk's MultiZarrToZarr, an httpx ASGI test) would fail with "cannot be called from
+    a running event loop"."""
     executable = find_chromium()
     if executable is None:
         pytest.fail(

@@ -209,3 +209,20 @@ def mercator_pixel(lon: float, lat: float, z: int = 0, x: int = 0, y: int = 0,
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def icechunk_repo(path: Path, nc: Path):
+    """A native Icechunk repository holding ``nc``'s dataset (written by xarray), one
+    commit on main."""
+    import warnings
+
+    import icechunk
+    import xarray as xr
+
+    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
+    session = repo.writable_session("main")
+    with warnings.catch_warnings(), xr.open_dataset(nc, engine="netcdf4") as ds:
+        warnings.simplefilter("ignore")
+        ds.to_zarr(session.store, zarr_format=3, consolidated=False)
+    session.commit(f"the dataset of {nc.name}")
+    return repo

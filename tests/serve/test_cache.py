@@ -21,6 +21,7 @@ import pytest
 from .data import (
     GRID,
     client,
+    icechunk_repo,
     mercator_pixel,
     nc_var,
     nearest_cell,
@@ -60,24 +61,10 @@ def test_second_request_is_a_hit(stores):
     assert 'outcome="hit"} 2' in api.get("/metrics").text
 
 
-def _icechunk_repo(path: Path, nc: Path):
-    """A native Icechunk repository holding ``nc``'s dataset (written by xarray)."""
-    import icechunk
-    import xarray as xr
-
-    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
-    session = repo.writable_session("main")
-    with warnings.catch_warnings(), xr.open_dataset(nc, engine="netcdf4") as ds:
-        warnings.simplefilter("ignore")
-        ds.to_zarr(session.store, zarr_format=3, consolidated=False)
-    session.commit("the 2015 file")
-    return repo
-
-
 def test_icechunk_commit_seen_on_next_request_tag_stays(tmp_path, archive):
     import zarr
 
-    repo = _icechunk_repo(tmp_path / "r.icechunk", archive[0])
+    repo = icechunk_repo(tmp_path / "r.icechunk", archive[0])
     repo.create_tag("v1", repo.lookup_branch("main"))
     api = client([tmp_path])
     url = str(tmp_path / "r.icechunk")

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from .data import GRID, client, nc_var
+from .data import GRID, client, icechunk_repo, nc_var
 
 TILE = "/xarray/tiles/WebMercatorQuad/0/0/0"
 
@@ -27,19 +26,6 @@ def archive(tmp_path) -> list[Path]:
     return write_cmip6_archive(tmp_path / "archive", years=range(2015, 2016), **GRID)
 
 
-def _repo(path: Path, nc: Path):
-    import icechunk
-    import xarray as xr
-
-    repo = icechunk.Repository.create(icechunk.local_filesystem_storage(str(path)))
-    session = repo.writable_session("main")
-    with warnings.catch_warnings(), xr.open_dataset(nc, engine="netcdf4") as ds:
-        warnings.simplefilter("ignore")
-        ds.to_zarr(session.store, zarr_format=3, consolidated=False)
-    session.commit("the 2015 file")
-    return repo
-
-
 def _npy(content: bytes) -> np.ndarray:
     return np.load(io.BytesIO(content))
 
@@ -47,7 +33,7 @@ def _npy(content: bytes) -> np.ndarray:
 def test_a_commit_turns_cached_tiles_into_misses(tmp_path, archive):
     import zarr
 
-    repo = _repo(tmp_path / "r.icechunk", archive[0])
+    repo = icechunk_repo(tmp_path / "r.icechunk", archive[0])
     api = client([tmp_path])
     params = {"url": str(tmp_path / "r.icechunk"), "variable": "tas",
               "sel": "time=2015-01-01T12:00"}
