@@ -445,6 +445,7 @@ def _absolute(target: str, base: str) -> str:
     return base + target
 
 
+#: names of the x (longitude) dimension, for the level resolution here and the tiler
 _X_NAMES = ("x", "lon", "longitude", "LON", "LONGITUDE", "Lon", "Longitude", "rlon")
 
 

@@ -37,14 +37,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from zarrport.catalog.read import ASSET_PREFERENCE  # the order open_item tries assets in
 from zarrport.errors import CorruptSourceError, InvalidArgumentError
 
 __all__ = ["ASSET_PREFERENCE", "StaticCatalog", "stac_router"]
 
 log = logging.getLogger("zarrport.service")
 
-#: the asset a collection or item opens as: the first of these it has
-ASSET_PREFERENCE = ("zarr_ref", "icechunk", "zarr", "netcdf")
 STAC_VERSION = "1.1.0"
 CONFORMANCE = [
     "https://api.stacspec.org/v1.0.0/core",

@@ -37,7 +37,7 @@ from rio_tiler.io.xarray import XarrayReader
 from titiler.core.dependencies import DefaultDependency
 
 from zarrport.errors import InvalidArgumentError
-from zarrport.service.datasets import DatasetCache, Opened, cache_outcome
+from zarrport.service.datasets import _X_NAMES, DatasetCache, Opened, cache_outcome
 
 __all__ = ["MAX_PIXELS", "DatasetSource", "NotServedError", "ServeReader", "ServeXarrayParams",
            "TooLargeError", "select_variable"]
@@ -46,7 +46,6 @@ __all__ = ["MAX_PIXELS", "DatasetSource", "NotServedError", "ServeReader", "Serv
 METHODS = ("nearest", "pad", "ffill", "backfill", "bfill", "exact")
 _METERS_PER_DEGREE = 2 * math.pi * 6378137.0 / 360.0
 _Y_NAMES = ("y", "lat", "latitude", "LAT", "LATITUDE", "Lat", "Latitude", "rlat")
-_X_NAMES = ("x", "lon", "longitude", "LON", "LONGITUDE", "Lon", "Longitude", "rlon")
 
 
 #: features of one statistics request (each is a read)
