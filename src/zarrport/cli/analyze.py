@@ -1,4 +1,5 @@
-"""``zarrport analyze exceedance``: ensemble probabilities over a box."""
+"""``zarrport analyze``: the command group, and ``exceedance`` (ensemble probabilities over a
+box). ``normals`` and ``regional-means`` are in their own modules."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ from zarrport.cli.options import echo_json, json_flag, parse_storage_options, st
 
 @cli.group()
 def analyze() -> None:
-    """Analyses of forecast repositories (lazy, with Dask)."""
+    """Analyses, lazy and on Dask: climate normals, regional means, ensemble exceedance.
+
+    \b
+    Examples:
+      zarrport analyze normals tas.icechunk --variable tas --start-year 2015 \\
+          --end-year 2100 --freq seasonal -o normals.zarr --plot normals.png
+      zarrport analyze regional-means tas.icechunk --regions counties.gpkg \\
+          --id-field GEOID -o county-means.parquet --plot counties.png
+      zarrport analyze exceedance gefs.icechunk --window 24h --threshold 50mm -o p.nc
+    """
 
 
 @analyze.command("exceedance")

@@ -10,7 +10,7 @@ import click
 from zarrport.errors import InvalidArgumentError
 from zarrport.inspect.guidelines import human_bytes
 
-__all__ = ["describe_skipped", "echo_json", "human_bytes", "json_flag", "parse_storage_options",
+__all__ = ["dask_options", "describe_skipped", "echo_json", "human_bytes", "json_flag", "parse_storage_options",
            "skip_unsupported_flag", "storage_option", "version_options"]
 
 
@@ -78,6 +78,27 @@ def version_options(f: Any) -> Any:
         click.option("--as-of", "as_of", metavar="TIME",
                      help="Read the last commit at or before TIME on the branch (ISO 8601, "
                      "e.g. 2025-01-01T06:00:00Z; no time zone means UTC)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def dask_options(f: Any) -> Any:
+    """``--scheduler/--workers/--memory-limit/--progress`` of the analyses, passed on as
+    ``scheduler``, ``workers``, ``memory_limit`` and ``progress``
+    (:func:`zarrport.analysis.cluster.dask_client`)."""
+    for opt in reversed([
+        click.option("--scheduler", metavar="ADDRESS",
+                     help="An existing Dask scheduler (tcp://host:8786). Default: a local "
+                     "cluster sized from this machine, one worker per core."),
+        click.option("--workers", type=int, metavar="N",
+                     help="Worker processes of the local cluster (default: one per core, at "
+                     "most 8)."),
+        click.option("--memory-limit", metavar="SIZE",
+                     help="Memory limit per local worker, e.g. 4GB (default: 90% of the "
+                     "machine's memory shared out)."),
+        click.option("--progress/--no-progress", default=None,
+                     help="Progress bar on stderr (default: when stderr is a terminal)."),
     ]):
         f = opt(f)
     return f
