@@ -23,7 +23,7 @@ from zarrport.errors import InvalidArgumentError
 from zarrport.extras import require
 
 #: how long connecting to an existing scheduler may take
-SCHEDULER_TIMEOUT_S = 30.0
+SCHEDULER_TIMEOUT_S = 30.0  # (distributed retries until then)
 #: share of the machine's memory given to the local workers
 MEMORY_FRACTION = 0.9
 #: at most this many local workers by default
