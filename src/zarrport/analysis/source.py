@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import math
-from typing import Any
 
 import xarray as xr
 

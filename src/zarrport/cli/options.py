@@ -10,8 +10,8 @@ import click
 from zarrport.errors import InvalidArgumentError
 from zarrport.inspect.guidelines import human_bytes
 
-__all__ = ["dask_options", "describe_skipped", "echo_json", "human_bytes", "json_flag", "parse_storage_options",
-           "skip_unsupported_flag", "storage_option", "version_options"]
+__all__ = ["dask_options", "describe_skipped", "echo_json", "human_bytes", "json_flag",
+           "parse_storage_options", "skip_unsupported_flag", "storage_option", "version_options"]
 
 
 def parse_storage_options(pairs: tuple[str, ...]) -> dict[str, Any] | None:
