@@ -101,6 +101,11 @@ def read_regions(spec: Any, *, id_field: str | None = None) -> Any:
     elif not gdf.crs.equals("EPSG:4326"):
         gdf = gdf.to_crs("EPSG:4326")
     geoms = gdf.geometry.values
+    bad = ~shapely.is_valid(np.asarray(geoms))
+    if bad.any():  # self-touching rings etc., common in real boundary files
+        fixed = shapely.make_valid(np.asarray(geoms)[bad])
+        gdf.loc[bad, gdf.geometry.name] = [_polygonal(g) for g in fixed]
+        geoms = gdf.geometry.values
     polygonal = np.array([g is not None and not g.is_empty
                           and g.geom_type in ("Polygon", "MultiPolygon") for g in geoms],
                          dtype=bool)
@@ -134,6 +139,16 @@ def read_regions(spec: Any, *, id_field: str | None = None) -> Any:
     gdf.index = ids
     gdf.index.name = id_name
     return gdf
+
+
+def _polygonal(g: Any) -> Any:
+    """The polygonal part of a repaired geometry (make_valid may add lines and points)."""
+    import shapely
+
+    if g.geom_type in ("Polygon", "MultiPolygon") or g.is_empty:
+        return g
+    parts = [p for p in getattr(g, "geoms", [g]) if p.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(parts) if parts else g
 
 
 def _read_region_file(path: str) -> Any:
