@@ -235,6 +235,13 @@ def test_nan_cells_renormalise_and_all_nan_gives_nan():
                 den += dense[c]
         assert got[t] == pytest.approx(num / den, rel=1e-12)
     assert np.isnan(got[2])
+    # the same cell missing at every step (a mask): one renormalisation for all
+    masked = np.where(np.isnan(x[1]), np.nan, x)
+    got = apply_weights(xr.DataArray(masked, dims=da.dims, coords=da.coords), w).values[0]
+    keep = [c for c in np.flatnonzero(dense) if np.isfinite(flat[1, c])]
+    for t in range(3):
+        want = sum(dense[c] * masked.reshape(3, -1)[t, c] for c in keep) / dense[keep].sum()
+        assert got[t] == pytest.approx(want, rel=1e-12)
 
 
 def test_weights_none_area_and_file(tmp_path):

@@ -180,6 +180,7 @@ class _Grid:
     area: np.ndarray  # m^2
     lon_lo: float  # the grid's longitude extent (cell edges)
     lon_hi: float
+    boxes: np.ndarray | None = None  # (n, 4) xmin, ymin, xmax, ymax when cells are boxes
 
 
 def _bounds_var(ds: Any, name: str) -> xr.DataArray | None:
@@ -291,7 +292,8 @@ def _grid(grid: Any) -> _Grid:
         area = EARTH_RADIUS_M ** 2 * shapely.area(ea)
         lon_lo, lon_hi = float(clon.min()), float(clon.max())
     return _Grid(dims=tuple(map(str, dims)), shape=tuple(shape), cells=cells, cx=cx, cy=cy,
-                 area=np.asarray(area, "f8"), lon_lo=lon_lo, lon_hi=lon_hi)
+                 area=np.asarray(area, "f8"), lon_lo=lon_lo, lon_hi=lon_hi,
+                 boxes=shapely.bounds(cells) if la.ndim == 1 and lo.ndim == 1 else None)
 
 
 # ------------------------------------------------------------------------------- weights
@@ -442,7 +444,10 @@ def region_weights(grid: xr.Dataset | xr.DataArray, regions: Any, *,
     edge = ~inner
     if edge.any():
         cell_area = shapely.area(g.cells[ci[edge]])
-        part = shapely.area(shapely.intersection(g.cells[ci[edge]], geoms[pg[edge]]))
+        if g.boxes is not None:  # rectangle clipping: several times faster than overlay
+            part = shapely.area(_clip_by_rects(geoms[pg[edge]], g.boxes[ci[edge]]))
+        else:
+            part = shapely.area(shapely.intersection(g.cells[ci[edge]], geoms[pg[edge]]))
         with np.errstate(invalid="ignore", divide="ignore"):
             frac[edge] = np.where(cell_area > 0, part / cell_area, 0.0)
     centre = shapely.contains_xy(geoms[pg], g.cx[ci], g.cy[ci])
@@ -470,6 +475,19 @@ def region_weights(grid: xr.Dataset | xr.DataArray, regions: Any, *,
         weights=label)
 
 
+def _clip_by_rects(geoms: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Each geometry clipped to its own rectangle (xmin, ymin, xmax, ymax)."""
+    import shapely
+
+    # shapely.clip_by_rect accepts only scalar bounds (shapely 2.2.0) though the ufunc it
+    # wraps, shapely.lib.clip_by_rect, broadcasts arrays; a loop where that is missing
+    ufunc = getattr(getattr(shapely, "lib", None), "clip_by_rect", None)
+    if isinstance(ufunc, np.ufunc):
+        return ufunc(geoms, boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
+    return np.array([shapely.clip_by_rect(gm, *b) for gm, b in zip(geoms, boxes, strict=True)],
+                    dtype=object)
+
+
 def _is_read(regions: Any) -> bool:
     """Whether ``regions`` came from :func:`read_regions` (an indexed GeoDataFrame)."""
     try:
@@ -493,7 +511,10 @@ def _apply_block(x: np.ndarray, *, matrix: Any, ncore: int) -> np.ndarray:
         den = np.broadcast_to(np.asarray(matrix.sum(axis=1)).ravel(), num.shape)
     else:
         num = (matrix @ np.where(valid, flat, 0.0).T).T
-        den = (matrix @ valid.T.astype("f8")).T
+        if (valid == valid[:1]).all():  # the same cells missing throughout (a land mask)
+            den = np.broadcast_to(matrix @ valid[0].astype("f8"), num.shape)
+        else:
+            den = (matrix @ valid.T.astype("f8")).T
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
     return out.reshape(*lead, matrix.shape[0])
