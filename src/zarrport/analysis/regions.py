@@ -578,6 +578,13 @@ def regional_means(source: Any, regions: Any, *, id_field: str | None = None,
 # ------------------------------------------------------------------------------- output
 
 
+def _readable(path: str) -> None:
+    """The permissions a plain ``open(..., "w")`` would give (mkstemp's are 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def check_output(out: str, overwrite: bool) -> str:
     """The output's suffix, after checking it is one :func:`write_means` writes and that
     it does not exist (unless ``overwrite``)."""
@@ -628,8 +635,7 @@ def write_means(ds: xr.Dataset, out: str, *, client: Any, progress: bool | None 
     suffix = check_output(out, overwrite)
     computed = compute(client, ds, label="regional means", progress=progress)
     parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise SourceNotFoundError(f"{out}: the directory {parent} does not exist")
+    os.makedirs(parent, exist_ok=True)  # after the computation: nothing made if it fails
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=suffix, dir=parent)
     os.close(fd)
     try:
@@ -641,6 +647,7 @@ def write_means(ds: xr.Dataset, out: str, *, client: Any, progress: bool | None 
                 df.to_csv(tmp, index=False)
             else:
                 df.to_parquet(tmp, index=False)
+        _readable(tmp)
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):
@@ -708,10 +715,12 @@ def plot_regions(data: Any, regions: Any, png: str, *, variable: str | None = No
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")
     parent = os.path.dirname(os.path.abspath(png))
+    os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(png)}.", suffix=".png", dir=parent)
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", bbox_inches="tight")
+        _readable(tmp)
         os.replace(tmp, png)
     except BaseException:
         if os.path.exists(tmp):
