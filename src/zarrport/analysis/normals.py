@@ -42,6 +42,7 @@ from zarrport.errors import InvalidArgumentError, OutputExistsError
 FREQS = ("annual", "seasonal", "monthly", "dayofyear")
 FEB29 = ("keep", "drop", "fold")
 SEASONS = ("DJF", "MAM", "JJA", "SON")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 #: time units of the output when the input's are unknown
 DEFAULT_UNITS = "days since 1850-01-01"
 
@@ -335,9 +336,12 @@ def _assemble(ds: xr.Dataset, variable: str, template: xr.DataArray, space: list
          "climatology_bounds": xr.Variable(("time", "nv"), np.array(bounds, dtype=object))},
         coords=coords,
     )
-    enc = {"units": units, "calendar": cal, "dtype": "f8"}
+    enc = {"units": units, "calendar": cal, "dtype": "f8", "_FillValue": None}
     out["time"].encoding.update(enc)
     out["climatology_bounds"].encoding.update(enc)
+    for name in out.coords:  # CF: no fill values on coordinates (nor on bounds, above)
+        if name != "time" and out[name].dtype.kind == "f":
+            out[name].encoding = {"_FillValue": None}
     attrs = {k: v for k, v in ds.attrs.items()
              if k not in ("Conventions", "title", "history", "tracking_id", "creation_date")}
     attrs.update({
@@ -506,7 +510,12 @@ def plot_normals(ds: xr.Dataset, png: str, *, variable: str | None = None,
     i1 = int(np.flatnonzero(same & (firsts == y1))[0])
     i2 = int(np.flatnonzero(same & (firsts == y2))[0])
     units = da.attrs.get("units", "")
-    label = f" ({period0})" if ds.attrs.get("normals_freq") != "annual" else ""
+    if ds.attrs.get("normals_freq") == "annual" or period0 == "ANN":
+        label = ""
+    elif isinstance(period0, (int, np.integer)):  # a month
+        label = f" ({_MONTHS[int(period0) - 1]})"
+    else:
+        label = f" ({period0})"
 
     def window(i: int) -> str:
         return f"{firsts[i]}-{lasts[i]}"

@@ -57,8 +57,8 @@ def normals_command(sources: tuple[str, ...], variable: str, start_year: int, en
     """Rolling WINDOW-year normals of the daily VARIABLE of SOURCE (an Icechunk repository,
     kerchunk references, a batch output, a Zarr store, or NetCDF files/globs): the mean of
     every window [y, y + WINDOW - 1], y = START, START + STEP, ..., per year, season, month
-    or calendar day, written as a CF climatology (climatology_bounds, first_year/last_year/
-    period along time, count of years behind every value).
+    or calendar day, written as a CF climatology (climatology_bounds; first_year, last_year
+    and period along time; the count of years behind every value).
 
     \b
     Examples:
@@ -99,9 +99,10 @@ def normals_command(sources: tuple[str, ...], variable: str, start_year: int, en
     if png:
         import xarray as xr
 
-        engine = "netcdf4" if out.endswith((".nc", ".nc4")) else "zarr"
-        with xr.open_dataset(out, engine=engine,
-                             decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)) as done:
+        kw = ({"engine": "netcdf4"} if out.endswith((".nc", ".nc4"))
+              else {"engine": "zarr", "consolidated": False})
+        with xr.open_dataset(out, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
+                             **kw) as done:
             summary["plot"] = plot_normals(done, png, variable=variable)
     if as_json:
         echo_json(summary)
