@@ -339,6 +339,23 @@ def test_plot(tmp_path):
     assert not (tmp_path / "bad.png").exists()
 
 
+def test_plot_skips_a_period_without_values(tmp_path):
+    """The first window's DJF has no December before the record: the map shows MAM, the
+    first season with values in both windows, not an empty DJF."""
+    from PIL import Image
+
+    r = normals(_dataset("noleap"), variable="tas", freq="seasonal", start_year=2000,
+                end_year=2006, window=5, step=2).compute()
+    assert r["tas"].where((r.period == "DJF") & (r.first_year == 2000), drop=True
+                          ).isnull().all()
+    png = plot_normals(r, str(tmp_path / "s.png"))
+    img = Image.open(png).convert("RGB")
+    assert len(set(img.getdata())) > 50
+    only_djf = r.where(r.period == "DJF", drop=True)
+    blank = Image.open(plot_normals(only_djf, str(tmp_path / "djf.png"))).convert("RGB")
+    assert len(set(blank.getdata())) < len(set(img.getdata()))
+
+
 # ------------------------------------------------------------------------------------ CLI
 
 

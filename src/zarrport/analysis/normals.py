@@ -27,6 +27,7 @@ Semantics (also in the output's attributes and in ``docs/analysis.md``):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -426,8 +427,8 @@ def write_normals(ds: xr.Dataset, out: str, *, client: Any, progress: bool | Non
                                 "--overwrite", source=out)
     variable = next(str(v) for v in ds.data_vars if v not in ("count", "climatology_bounds"))
     parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise InvalidArgumentError(f"{parent}: no such directory for the output")
+    made = None if os.path.isdir(parent) else parent
+    os.makedirs(parent, exist_ok=True)  # (removed again if the computation fails)
     tmp = os.path.join(parent, f".{os.path.basename(out)}.partial-{os.getpid()}")
     _remove(tmp)
     t0 = _time.perf_counter()
@@ -453,6 +454,9 @@ def write_normals(ds: xr.Dataset, out: str, *, client: Any, progress: bool | Non
         os.replace(tmp, out)
     except BaseException:
         _remove(tmp)  # nothing half written
+        if made:
+            with contextlib.suppress(OSError):
+                os.removedirs(made)
         raise
     firsts, lasts = ds["first_year"].values, ds["last_year"].values
     wins = sorted({(int(f), int(la)) for f, la in zip(firsts, lasts, strict=True)})
@@ -477,9 +481,10 @@ def write_normals(ds: xr.Dataset, out: str, *, client: Any, progress: bool | Non
 
 def plot_normals(ds: xr.Dataset, png: str, *, variable: str | None = None,
                  change: tuple[int, int] | None = None) -> str:
-    """A PNG: the map of the first window's normal (first period) and, with two windows or
-    more, the change from the first window to the last (or between the windows starting
-    in ``change = (y1, y2)``), for the same period. Returns ``png``."""
+    """A PNG: the map of the first window's normal and, with two windows or more, the change
+    from the first window to the last (or between the windows starting in
+    ``change = (y1, y2)``), for the same period: the first with values in both windows.
+    Returns ``png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -496,8 +501,6 @@ def plot_normals(ds: xr.Dataset, png: str, *, variable: str | None = None,
     lat, lon = lat_lon(ds)
     firsts = ds["first_year"].values.astype(int)
     lasts = ds["last_year"].values.astype(int)
-    period0 = ds["period"].values[0]
-    same = ds["period"].values == period0
     order = sorted(set(firsts.tolist()))
     if change is not None:
         for y in change:
@@ -507,8 +510,21 @@ def plot_normals(ds: xr.Dataset, png: str, *, variable: str | None = None,
         y1, y2 = change
     else:
         y1, y2 = order[0], order[-1]
-    i1 = int(np.flatnonzero(same & (firsts == y1))[0])
-    i2 = int(np.flatnonzero(same & (firsts == y2))[0])
+    # the first period with values in both windows (a first DJF without the December
+    # before the record is empty: a blank map says nothing)
+    periods = list(dict.fromkeys(ds["period"].values.tolist()))
+    for period0 in periods:
+        same = ds["period"].values == period0
+        i1 = int(np.flatnonzero(same & (firsts == y1))[0])
+        i2 = int(np.flatnonzero(same & (firsts == y2))[0])
+        if bool(da.isel(time=i1).notnull().any()) and bool(
+                da.isel(time=i2).notnull().any()):
+            break
+    else:
+        period0 = periods[0]
+        same = ds["period"].values == period0
+        i1 = int(np.flatnonzero(same & (firsts == y1))[0])
+        i2 = int(np.flatnonzero(same & (firsts == y2))[0])
     units = da.attrs.get("units", "")
     if ds.attrs.get("normals_freq") == "annual" or period0 == "ANN":
         label = ""
@@ -542,6 +558,7 @@ def plot_normals(ds: xr.Dataset, png: str, *, variable: str | None = None,
         fig.colorbar(mesh, ax=ax, label=units, shrink=0.85)
     fig.tight_layout()
     tmp = png + ".partial.png"
+    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
     try:
         fig.savefig(tmp, dpi=100)
         os.replace(tmp, png)
