@@ -357,23 +357,22 @@ def _plain(v: Any) -> Any:
 def _shifted(polys: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     """(region index, geometry in the grid's longitude frame [lo, hi]) pairs: every polygon
     shifted by 0 and +-360 degrees where that overlaps the frame; a polygon overlapping it
-    under several shifts is cut to the window [lo, lo + 360] and its pieces joined."""
+    under several shifts is the union of those copies (a cell meets the union once, so
+    nothing counts twice, also where the grid's cells span more than 360 degrees: the
+    cells of an ORCA ocean grid, each in its own vertices' frame, span -107..433 in CanESM5)."""
     import shapely
 
     b = shapely.bounds(polys)
     shifts = np.array([0.0, 360.0, -360.0, 720.0, -720.0])
     hit = ((b[:, 0:1] + shifts <= hi) & (b[:, 2:3] + shifts >= lo))  # (n, 5)
     index, geoms = [], []
-    window = shapely.box(lo, -90.0, lo + 360.0, 90.0)
     for i in np.flatnonzero(hit.any(axis=1)):
         use = shifts[hit[i]]
         if use.size == 1 and (b[i, 2] - b[i, 0]) < 360:
             g = polys[i] if use[0] == 0 else shapely.transform(
                 polys[i], lambda c, s=use[0]: c + [s, 0.0])
         else:
-            pieces = [shapely.intersection(shapely.transform(polys[i],
-                                                             lambda c, s=s: c + [s, 0.0]),
-                                           window) for s in use]
+            pieces = [shapely.transform(polys[i], lambda c, s=s: c + [s, 0.0]) for s in use]
             g = shapely.union_all(pieces)
             if g.is_empty:
                 continue
@@ -382,7 +381,7 @@ def _shifted(polys: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.nd
     return np.asarray(index, dtype=np.int64), np.asarray(geoms, dtype=object)
 
 
-def _user_weights(spec: Any, grid: Any, g: _Grid) -> np.ndarray:
+def _user_weights(spec: Any, grid: Any, g: _Grid) -> tuple[np.ndarray, bool]:
     if isinstance(spec, (str, os.PathLike)):
         path = str(spec)
         if "://" not in path and not os.path.exists(path):
@@ -392,6 +391,8 @@ def _user_weights(spec: Any, grid: Any, g: _Grid) -> np.ndarray:
         ds = open_dataset(path)
         names = [v for v in ds.data_vars
                  if set(g.dims) <= set(map(str, ds[v].dims)) and ds[v].ndim == len(g.dims)]
+        areas = [v for v in names if _is_cell_area(ds[v])]
+        names = areas if len(areas) == 1 else names  # a CMIP file with areacello and more
         if len(names) != 1:
             raise InvalidArgumentError(
                 f"{path}: weights need exactly one variable with the dimensions "
@@ -410,7 +411,12 @@ def _user_weights(spec: Any, grid: Any, g: _Grid) -> np.ndarray:
         raise InvalidArgumentError(f"weights have shape {da.shape}; the grid's is {g.shape}")
     w = np.asarray(da.values, dtype="f8").ravel()
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
-    return w
+    return w, _is_cell_area(da)
+
+
+def _is_cell_area(da: xr.DataArray) -> bool:
+    """A CF cell measure of area (``standard_name: cell_area``: CMIP's areacella/o)."""
+    return da.attrs.get("standard_name") == "cell_area"
 
 
 def region_weights(grid: xr.Dataset | xr.DataArray, regions: Any, *,
@@ -430,9 +436,13 @@ def region_weights(grid: xr.Dataset | xr.DataArray, regions: Any, *,
         cell_w = g.area if weights == "area" else np.ones_like(g.area)
         label = weights
     else:
-        cell_w = g.area * _user_weights(weights, grid, g)
-        label = "area x " + (str(weights) if isinstance(weights, (str, os.PathLike))
-                             else str(getattr(weights, "name", None) or "weights"))
+        user, is_area = _user_weights(weights, grid, g)
+        # a CF cell_area (CMIP's areacella/areacello) is the area itself; anything else (a
+        # land fraction ...) weighs the computed area
+        cell_w = user if is_area else g.area * user
+        label = ("" if is_area else "area x ") + (
+            str(weights) if isinstance(weights, (str, os.PathLike))
+            else str(getattr(weights, "name", None) or "weights"))
     polys = np.asarray(gdf.geometry.values, dtype=object)
     ridx, geoms = _shifted(polys, g.lon_lo, g.lon_hi)
     tree = shapely.STRtree(g.cells)
@@ -556,9 +566,13 @@ def regional_means(source: Any, regions: Any, *, id_field: str | None = None,
     ds = open_archive(source, variables=variables, storage_options=storage_options,
                       collection=collection)
     w = region_weights(ds, gdf, weights=weights)
+    # by default every numeric variable on the grid, except cell measures (areacello) and
+    # CF bounds
+    bounds = {str(v.attrs.get("bounds")) for v in ds.variables.values()}
     names = variables or [str(v) for v in ds.data_vars
                           if set(w.dims) <= set(map(str, ds[v].dims))
-                          and np.issubdtype(ds[v].dtype, np.number)]
+                          and np.issubdtype(ds[v].dtype, np.number)
+                          and not _is_cell_area(ds[v]) and str(v) not in bounds]
     if not names:
         raise InvalidArgumentError(
             f"no data variable on the grid ({', '.join(w.dims)}); variables: "
