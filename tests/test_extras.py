@@ -67,6 +67,22 @@ def test_a_dask_cluster_needs_the_dask_extra(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("command", "module"), [
+    (["normals", "--variable", "tas", "--start-year", "2015", "--end-year", "2015",
+      "--window", "1"], "flox"),
+    (["normals", "--variable", "tas", "--start-year", "2015", "--end-year", "2015",
+      "--window", "1", "--plot", "n.png"], "matplotlib"),
+    (["regional-means", "--regions", "CONUS"], "shapely"),
+    (["regional-means", "--regions", "CONUS"], "distributed")])
+def test_analyses_need_the_analysis_extra(tmp_path, command, module):
+    src = write_cmip6_year(tmp_path / "tas_2015.nc", 2015, nlat=4, nlon=8)
+    out = tmp_path / ("n.nc" if command[0] == "normals" else "m.csv")
+    proc = run_without(tmp_path, module, "analyze", command[0], str(src), *command[1:],
+                       "-o", str(out))
+    assert_names_extra(proc, "analysis", module)
+    assert not out.exists() and not (tmp_path / "n.png").exists()
+
+
 def test_netcdf_works_without_any_extra(tmp_path):
     """The base install's job with every extra's packages missing at once."""
     src = write_cmip6_year(tmp_path / "tas_2015.nc", 2015, nlat=4, nlon=8)

@@ -7,8 +7,8 @@
     [dask]   batch runs on a Dask cluster (distributed)
     [serve]  the HTTP service (FastAPI, uvicorn)
     [cloud]  S3 and Azure Blob through fsspec (s3fs, adlfs)
-    [analysis] normals, regional means and YAML pipelines (distributed, flox, shapely,
-             geopandas, matplotlib, pyyaml)
+    [analysis] normals and regional means on Dask (distributed, flox, shapely, geopandas,
+             matplotlib)
     [all]    everything, with the test and benchmark tools
 """
 
@@ -25,7 +25,7 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "serve": ("the HTTP service", ("fastapi", "uvicorn")),
     "cloud": ("S3 and Azure Blob", ("s3fs", "adlfs")),
     "analysis": ("analyses and pipelines",
-                 ("distributed", "flox", "shapely", "geopandas", "matplotlib", "yaml")),
+                 ("distributed", "flox", "shapely", "geopandas", "matplotlib")),
 }
 
 

@@ -74,7 +74,11 @@ def normals_command(sources: tuple[str, ...], variable: str, start_year: int, en
     from zarrport.analysis.normals import normals, plot_normals, write_normals
     from zarrport.analysis.presets import resolve_box
     from zarrport.errors import OutputExistsError
+    from zarrport.extras import require
 
+    require("analysis", "distributed", "flox", what="climate normals")
+    if png:
+        require("analysis", "matplotlib", what="--plot")
     box = resolve_box(bbox, region)
     # everything is checked (lazily) before a cluster starts
     ds = normals(list(sources), variable=variable, start_year=start_year,

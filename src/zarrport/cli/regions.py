@@ -72,9 +72,12 @@ def regional_means_command(sources: tuple[str, ...], regions: str, id_field: str
         write_means,
     )
     from zarrport.errors import InvalidArgumentError, OutputExistsError
+    from zarrport.extras import require
 
+    require("analysis", "distributed", "shapely", "geopandas", what="regional means")
     check_output(out, overwrite)
     if plot is not None:
+        require("analysis", "matplotlib", what="--plot")
         if not plot.lower().endswith(".png"):
             raise InvalidArgumentError(f"--plot {plot}: the plot must end in .png")
         if os.path.exists(plot) and not overwrite:
