@@ -107,11 +107,15 @@ def test_set_overrides_and_dask(tmp_path, monkeypatch):
     # the scheduler is where it runs, not what it computes: same parameters hash
     assert copy.hashed == load_pipeline(path, ["root=/o", "years.start=2016",
                                                "matrix.variable=tas"]).instances[1].hashed
-    # without a scheduler, workers / memory limit go to a local cluster (convert has no
-    # --memory-limit: only --workers)
+    # without a scheduler, Dask stages share the run's local cluster (dask.workers and
+    # dask.memory_limit size it): --scheduler is added when they run, not planned
     local = load_pipeline(path, ["dask.workers=3", "dask.memory_limit=2GB"])
-    assert local.instances[1].argv[-2:] == ["--workers", "3"]
-    assert "--memory-limit" not in local.instances[1].argv
+    copy = local.instances[1]
+    assert "--workers" not in copy.argv and "--scheduler" not in copy.argv
+    assert copy.shared_dask and not local.instances[-1].shared_dask
+    assert copy.run_argv("tcp://127.0.0.1:1") == [*copy.argv, "--scheduler", "tcp://127.0.0.1:1"]
+    assert local.dask["workers"] == 3 and local.dask["memory_limit"] == "2GB"
+    assert not pipe.instances[1].shared_dask  # it has its own scheduler
     for bad, needle in (("nope=1", "no vars.nope"), ("years.x=1", "vars.years has start, end"),
                         ("dask.x=1", "dask has scheduler"), ("matrix.x=1", "matrix keys are"),
                         ("novalue", "NAME=VALUE")):
@@ -132,11 +136,18 @@ def test_flags_spellings_and_secondary_switches(tmp_path):
               skip-unsupported: true
               overwrite: false
               subchunk_mb: 8
+          - name: c
+            run: convert
+            with: {args: [out.json], output: o.zarr, workers: 2}
     """)
-    inst = load_pipeline(path).instances[0]
+    pipe = load_pipeline(path, ["dask.scheduler=tcp://127.0.0.1:9"])
+    inst = pipe.instances[0]
     assert inst.argv == ["a.nc", "b.nc", "--output", "out.json", "--concat-dim", "time",
                          "--drop", "x", "--drop", "y", "--skip-unsupported", "--subchunk-mb",
                          "8"]
+    # a stage with its own --workers keeps its own local pool: no pipeline scheduler
+    assert pipe.instances[1].argv == ["out.json", "--output", "o.zarr", "--workers", "2"]
+    assert not pipe.instances[1].shared_dask
 
 
 @pytest.mark.parametrize("body, line, needles", [

@@ -91,10 +91,16 @@ def run_pipeline(pipe: Pipeline, *, only: tuple[str, ...] | list[str] = (), forc
     one-line :class:`ZarrportError` naming the stage). Stage output and a header line per
     instance go to ``out`` (default stdout)."""
     selected = _check_only(pipe, only)
-    stream = out or sys.stdout
+    with contextlib.ExitStack() as stack:
+        return _run(pipe, selected, force, out or sys.stdout, stack)
+
+
+def _run(pipe: Pipeline, selected: set[str] | None, force: bool, stream: TextIO,
+         stack: contextlib.ExitStack) -> list[Step]:
     steps: list[Step] = []
     ran: set[int] = set()
     total = len(pipe.instances)
+    scheduler: str | None = None
     for i, inst in enumerate(pipe.instances):
         action, reason = _decide(pipe, i, selected, force, ran)
         step = Step(inst, action, reason)
@@ -105,7 +111,10 @@ def run_pipeline(pipe: Pipeline, *, only: tuple[str, ...] | list[str] = (), forc
         if action == "skip":
             click.echo(f"{head}: skipped, {reason}", file=stream)
             continue
-        click.echo(f"{head}: {inst.command_line}  ({reason})", file=stream)
+        if inst.shared_dask and scheduler is None:
+            scheduler = _local_cluster(pipe, stack)
+        where = " on the run's Dask cluster" if inst.shared_dask else ""
+        click.echo(f"{head}: {inst.command_line}  ({reason}){where}", file=stream)
         inputs = state.expand_inputs(inst)  # as read: a later change makes it stale
         state.remove_record(inst)
         made = _make_parents(inst)
@@ -113,7 +122,7 @@ def run_pipeline(pipe: Pipeline, *, only: tuple[str, ...] | list[str] = (), forc
         ran.add(i)
         try:
             with contextlib.redirect_stdout(stream):
-                invoke(inst)
+                invoke(inst, inst.run_argv(scheduler))
         except BaseException:
             step.action = "failed"
             for d in made:  # directories made for a failed stage's outputs, if still empty
@@ -144,14 +153,26 @@ def _make_parents(inst: Instance) -> list[Path]:
     return made
 
 
-def invoke(inst: Instance) -> None:
+def _local_cluster(pipe: Pipeline, stack: contextlib.ExitStack) -> str:
+    """One local Dask cluster for every Dask stage of the run (each starting its own costs
+    seconds per stage); closed when the run ends."""
+    from zarrport.analysis.cluster import dask_client
+
+    client = stack.enter_context(dask_client(
+        None, workers=pipe.dask.get("workers"), memory_limit=pipe.dask.get("memory_limit"),
+        echo=lambda line: click.echo(f"{line} (shared by the run's Dask stages)", err=True)))
+    return str(client.scheduler.address)
+
+
+def invoke(inst: Instance, argv: list[str] | None = None) -> None:
     """Run the instance's zarrport command in this process, as ``zarrport.cli.main`` would;
     failures become one-line errors naming the stage."""
     from zarrport.cli import cli
 
     label = f"stage {inst.id} (zarrport {' '.join(inst.run)})"
     try:
-        code = cli.main(args=[*inst.run, *inst.argv], prog_name="zarrport",
+        argv = inst.argv if argv is None else argv
+        code = cli.main(args=[*inst.run, *argv], prog_name="zarrport",
                         standalone_mode=False)
     except ZarrportError as err:
         raise _same_kind(err, f"{label}: {err}") from err

@@ -67,6 +67,16 @@ class Instance:
     outputs: list[str]
     needs: list[int]  # positions in Pipeline.instances
     hashed: list[str]  # argv without the execution options (EXECUTION_PARAMS)
+    shared_dask: bool = False  # runs on the run's own local cluster (--scheduler added)
+
+    def run_argv(self, scheduler: str | None) -> list[str]:
+        """The arguments as run: ``--scheduler`` of the run's local cluster added."""
+        if not (self.shared_dask and scheduler):
+            return list(self.argv)
+        if "--" in self.argv:
+            k = self.argv.index("--")
+            return [*self.argv[:k], "--scheduler", scheduler, *self.argv[k:]]
+        return [*self.argv, "--scheduler", scheduler]
 
     @property
     def id(self) -> str:
@@ -575,16 +585,15 @@ class _Builder:
                 raise err(lines["args"], f"{label}.with.args",
                           f"{len(rest)} more argument(s) than zarrport {' '.join(stage.run)} "
                           f"takes ({', '.join((p.name or '').upper() for p in arguments)})")
-        # the pipeline's dask settings, for stages that run on Dask and did not set their own
-        if "scheduler" in {p.name for p in cmd.params}:
-            for name in ("scheduler", "workers", "memory_limit"):
-                value = self.dask.get(name)
-                if value is None or name in given:
-                    continue
-                if name != "scheduler" and self.dask.get("scheduler"):
-                    continue  # workers/memory limit are for a local cluster
-                if any(p.name == name for p in cmd.params):
-                    given[name] = (name, value)
+        # the pipeline's Dask: an existing scheduler goes to every stage that takes one and
+        # did not choose its own; without one, such stages share a local cluster the run
+        # starts (sized by dask.workers / dask.memory_limit), see runner.run_pipeline
+        names = {p.name for p in cmd.params}
+        shared = "scheduler" in names and not {"scheduler", "workers", "memory_limit"} & set(
+            given)
+        if shared and self.dask.get("scheduler"):
+            given["scheduler"] = ("scheduler", self.dask["scheduler"])
+            shared = False
         argv: list[str] = []
         args_in: list[str] = []
         hashed: list[str] = []
@@ -623,7 +632,7 @@ class _Builder:
             argv = argv[n_args:] + ["--"] + argv[:n_args]
         self._check(stage, argv, lines)
         return Instance(stage.name, stage.run, matrix, argv, values, args_in, inputs, outputs,
-                        self._needs(stage, matrix), hashed)
+                        self._needs(stage, matrix), hashed, shared)
 
     def _option_words(self, p: click.Parameter, key: str, value: Any, err: _Errors,
                       where: tuple[int | None, str]) -> list[str]:
