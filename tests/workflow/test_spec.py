@@ -287,3 +287,28 @@ def test_errors_name_line_and_key(tmp_path, body, line, needles):
     assert "\n" not in message
     for needle in needles:
         assert needle in message, message
+
+
+def test_on_off_switches(tmp_path):
+    """``--progress/--no-progress``: ``progress: false`` and ``no-progress: true`` both give
+    the off switch; these stages' own Dask options keep the pipeline's scheduler out."""
+    path = write(tmp_path, """
+        version: 1
+        stages:
+          - name: a
+            run: analyze normals
+            with: {args: [r], variable: tas, start-year: 2015, end-year: 2016, output: a.nc,
+                   progress: false, workers: 1}
+          - name: b
+            run: analyze normals
+            with: {args: [r], variable: tas, start-year: 2015, end-year: 2016, output: b.nc,
+                   no-progress: true, memory_limit: 1GB}
+          - name: c
+            run: analyze normals
+            with: {args: [r], variable: tas, start-year: 2015, end-year: 2016, output: c.nc,
+                   progress: true}
+    """)
+    a, b, c = load_pipeline(path, ["dask.scheduler=tcp://127.0.0.1:9"]).instances
+    assert a.argv[-3:] == ["--no-progress", "--workers", "1"]
+    assert b.argv[-3:] == ["--no-progress", "--memory-limit", "1GB"]
+    assert c.argv[-3:] == ["--progress", "--scheduler", "tcp://127.0.0.1:9"]
