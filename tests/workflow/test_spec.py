@@ -312,3 +312,32 @@ def test_on_off_switches(tmp_path):
     assert a.argv[-3:] == ["--no-progress", "--workers", "1"]
     assert b.argv[-3:] == ["--no-progress", "--memory-limit", "1GB"]
     assert c.argv[-3:] == ["--progress", "--scheduler", "tcp://127.0.0.1:9"]
+
+
+def test_builtins_aliases_and_matrix_through_vars(tmp_path):
+    path = write(tmp_path, """
+        version: 1
+        vars:
+          collection: ${variable}_day
+        matrix: {variable: [tas, pr]}
+        dask: {scheduler: tcp://127.0.0.1:7}
+        stages:
+          - name: x
+            run: analyze exceedance
+            with: {repo: "${pipeline.dir}/g.icechunk", out: "${variable}.nc"}
+          - name: y
+            run: catalog
+            with:
+              args: ["${stages.x.output}", ]
+              catalog-dir: ${stages.x.repo}-${collection}
+              title: ${dask.scheduler}
+    """)
+    pipe = load_pipeline(path)
+    assert [i.id for i in pipe.instances] == ["x[variable=tas]", "x[variable=pr]",
+                                              "y[variable=tas]", "y[variable=pr]"]
+    y_pr = pipe.instances[3]
+    here = str(tmp_path.resolve())
+    # the stage used ${collection} (a var using ${variable}) and x's output (per variable)
+    assert y_pr.argv == ["pr.nc", "--catalog-dir", f"{here}/g.icechunk-pr_day", "--title",
+                         "tcp://127.0.0.1:7"]
+    assert y_pr.needs == [1]

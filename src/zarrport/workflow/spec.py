@@ -631,6 +631,17 @@ class _Builder:
         if dashed:  # an argument that looks like an option: arguments after "--"
             argv = argv[n_args:] + ["--"] + argv[:n_args]
         self._check(stage, argv, lines)
+        # ${stages.NAME.X} finds an option by any of its names (output, out, o ...)
+        values = dict(values)
+        for key, value in list(values.items()):
+            p = index.get(key)
+            if p is not None:
+                names = [*(getattr(p, "opts", []) or []), p.name or ""]
+                for alias in {norm(n) for n in names if n}:
+                    values.setdefault(alias, value)
+        for p in arguments:  # and positional arguments by name (args: gave them in order)
+            if p.name in positional:
+                values.setdefault(norm(p.name or ""), positional[p.name])
         return Instance(stage.name, stage.run, matrix, argv, values, args_in, inputs, outputs,
                         self._needs(stage, matrix), hashed, shared)
 
