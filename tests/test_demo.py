@@ -30,6 +30,15 @@ def test_demo_runs(tmp_path):
     assert "the 00Z cycle again: unchanged" in proc.stdout
     assert "P(24h tp > 50mm) over 5 members" in proc.stdout
     assert (out / "tp24_gt50mm.nc").exists()
+    # the chain from one YAML file: tables and pictures per variable, then all fresh
+    assert "10. the chain from one YAML file: zarrport run " in proc.stdout
+    assert "run again: 5 of 5 stage instances fresh, skipped" in proc.stdout
+    for v in ("tas", "pr"):
+        assert (out / "pipeline" / f"regional-means-{v}.parquet").stat().st_size > 0
+        assert (out / "pipeline" / f"normals-{v}.nc").stat().st_size > 0
+        for png in (f"normals-{v}.png", f"regional-means-{v}.png"):
+            assert (out / "pipeline" / png).read_bytes()[:4] == b"\x89PNG"
+    assert "pictures: normals-pr.png, normals-tas.png" in proc.stdout
     # the archive on a map: a tile was fetched and the URLs are printed
     assert "a tile of tas on 2015-07-01:" in proc.stdout and "bytes PNG" in proc.stdout
     assert "viewer:   http://127.0.0.1:" in proc.stdout

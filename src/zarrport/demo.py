@@ -8,7 +8,9 @@ result, and converts the hot variable (tas) into a physical Zarr v3 copy chunked
 series, timing one point's series read both ways. Then forecasts: two synthetic GEFS-like
 cycles are ingested from their ``.idx`` files into one Icechunk repository (a commit and a tag
 per cycle) and the probability that 24-hour precipitation exceeds 50 mm is computed over a
-box and printed as a table and map. Last, ``zarrport serve`` puts the archive on a map: one
+box and printed as a table and map. ``zarrport run examples/pipeline.yaml`` then runs the
+chain from one YAML file (batch, normals and regional means per variable, with pictures) and
+again (everything fresh, skipped). Last, ``zarrport serve`` puts the archive on a map: one
 tile is fetched and the viewer's and a tile's URLs are printed; ``--serve`` keeps serving.
 
 Run: ``python -m zarrport.demo [--dir demo-output] [--years 3] [--serve [--port 8000]]``
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if grib_demo(out) != 0:
         return 1
+    if pipeline_demo(out, years) != 0:
+        return 1
     return serve_demo(out, stac, tas_id, keep=args.serve, port=args.port)
 
 
@@ -189,6 +193,47 @@ def grib_demo(out: Path) -> int:
     return 0
 
 
+def pipeline_demo(out: Path, years: range) -> int:
+    """The whole chain from one YAML file (``examples/pipeline.yaml``): batch, then normals
+    and regional means per variable with their pictures, on one local Dask cluster; run
+    again, every stage is fresh and skipped."""
+    import shlex
+
+    from zarrport.errors import ZarrportError
+    from zarrport.workflow import load_pipeline, run_pipeline
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "pipeline.yaml"
+    if not example.exists():  # an installed zarrport without the repository's examples/
+        print(f"\n10. pipelines: {example} is not here (run the demo from a checkout)")
+        return 0
+    t0 = time.perf_counter()
+    # pr has the first years only (the new year above is tas): normals must fit them
+    end = years.stop - 1
+    sets = [f"root={out}", f"years.end={end}", f"window={min(2, len(years))}"]
+    only = ["refs", "normals", "regions"]  # tas was converted above (step 7)
+    args = [a for s in sets for a in ("--set", s)] + [a for o in only for a in ("--only", o)]
+    command = shlex.join(["zarrport", "run", str(example), *args])
+    print(f"\n10. the chain from one YAML file: {command}")
+    try:
+        pipe = load_pipeline(example, sets)
+        run_pipeline(pipe, only=only)
+        again = run_pipeline(pipe, only=only)
+    except ZarrportError as err:
+        print(f"     zarrport: error: {err}")
+        return 1
+    fresh = sum(s.action == "skip" for s in again)
+    print(f"     run again: {fresh} of {len([s for s in again if s.action != 'unselected'])} "
+          "stage instances fresh, skipped")
+    result = out / "pipeline"
+    tables = sorted(p.name for p in result.glob("regional-means-*.parquet"))
+    normals = sorted(p.name for p in result.glob("normals-*.nc"))
+    pictures = sorted(p.name for p in result.glob("*.png"))
+    print(f"     in {result}: tables {', '.join(tables)}; normals {', '.join(normals)}")
+    print(f"     pictures: {', '.join(pictures)}")
+    print(f"     pipeline: {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def serve_demo(out: Path, stac: Path, collection: str, *, keep: bool, port: int) -> int:
     """The archive on a map: ``zarrport serve`` over the STAC catalog, one tile fetched to
     show it works, the viewer's URL printed; with ``keep``, serving goes on until Ctrl-C."""
@@ -214,7 +259,7 @@ def serve_demo(out: Path, stac: Path, collection: str, *, keep: bool, port: int)
     served = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    print(f"\n10. the archive on a map: zarrport serve --catalog {stac} --allow {out}")
+    print(f"\n11. the archive on a map: zarrport serve --catalog {stac} --allow {out}")
     thread.start()
     base = f"http://127.0.0.1:{served}"
     query = urlencode({"collection": collection, "variable": "tas", "sel": "time=2015-07-01",
