@@ -33,6 +33,13 @@ def cli() -> None:
     Forecasts:
       zarrport grib ingest gefs s3://noaa-gefs-pds/gefs.20250101/00 -o gefs.icechunk --anon
       zarrport analyze exceedance gefs.icechunk --window 24h --threshold 50mm -o p.nc
+    \b
+    Analyses on Dask, and whole pipelines:
+      zarrport analyze normals tas.icechunk --variable tas --start-year 2015 \\
+          --end-year 2100 --freq seasonal -o normals.zarr --plot normals.png
+      zarrport analyze regional-means tas.icechunk --regions counties.gpkg \\
+          --id-field GEOID -o county-means.parquet
+      zarrport run examples/pipeline.yaml --dry-run
     """
 
 
