@@ -126,7 +126,9 @@ def check(result: xr.Dataset, ref: dict) -> None:
 
 CASES = [(cal, freq, "keep") for cal in CALENDARS for freq in ("annual", "seasonal", "monthly")]
 CASES += [(cal, "dayofyear", "keep") for cal in CALENDARS]
-CASES += [(cal, "dayofyear", how) for cal in ("standard", "all_leap") for how in ("drop", "fold")]
+# (in all_leap, 360_day and noleap feb29 does not apply: see the test below)
+CASES += [(cal, "dayofyear", how) for cal in ("standard", "proleptic_gregorian")
+          for how in ("drop", "fold")]
 
 
 @pytest.mark.parametrize(("cal", "freq", "feb29"), CASES)
@@ -451,3 +453,18 @@ def test_window_math_independent():
                    (2065, 2094)]
     assert window_years(2015, 2044, 30, 1) == [(2015, 2044)]
     assert window_years(2015, 2043, 30, 1) == []
+
+
+@pytest.mark.parametrize("cal", ["360_day", "all_leap", "noleap"])
+def test_feb29_does_not_apply_where_every_year_or_none_has_it(cal):
+    """--feb29 drop/fold is about calendars where only some years have Feb 29; in 360_day
+    and all_leap it dropped a day every year has (359 / 365 days), fold merged it."""
+    ds = _dataset(cal, 2000, 2003)
+    kw = dict(variable="tas", start_year=2000, end_year=2003, window=4, freq="dayofyear")
+    keep = normals(ds, feb29="keep", **kw).compute()
+    n = {"360_day": 360, "all_leap": 366, "noleap": 365}[cal]
+    assert keep.sizes["time"] == n
+    for how in ("drop", "fold"):
+        other = normals(ds, feb29=how, **kw).compute()
+        xr.testing.assert_identical(other["tas"], keep["tas"])
+        assert "feb29 does not apply" in other.attrs["normals_days"]

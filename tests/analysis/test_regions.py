@@ -406,3 +406,61 @@ def test_bad_input_one_line_nothing_written(tmp_path, archive, counties, capsys)
         assert lines[0].startswith("zarrport: error: ") and needle in lines[0], lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert existing.read_text() == "keep"
+
+
+# ---------------------------------------------------------- found in review (each failed)
+
+
+def test_projected_regions_across_the_antimeridian_stay_one_piece(tmp_path):
+    """A 170E..170W box in Alaska Albers (EPSG:3338): reprojected vertex by vertex it had
+    longitudes +179 and -179 side by side, and make_valid turned it into the rest of the
+    latitude band (2040 square degrees instead of 120)."""
+    box = shapely.segmentize(shapely.box(170, 50, 190, 56), 0.25)
+    path = tmp_path / "aleutians.gpkg"
+    gpd.GeoDataFrame({"id": ["a"]}, geometry=[box], crs="EPSG:4326").to_crs(
+        "EPSG:3338").to_file(path)
+    g = read_regions(str(path)).geometry.iloc[0]
+    assert g.area == pytest.approx(120.0, rel=1e-3)
+    w0, s0, e0, n0 = g.bounds
+    assert (w0 % 360, s0, e0 % 360, n0) == pytest.approx((170, 50, 190 % 360, 56), abs=1e-6)
+    lonlat = region_weights(grid(np.arange(-179.5, 180), np.arange(40.5, 70)), regions(box))
+    projected = region_weights(grid(np.arange(-179.5, 180), np.arange(40.5, 70)),
+                               read_regions(str(path)))
+    assert int(lonlat.cells[0]) == 20 * 6  # (cells beside it get ~1e-9 from the round trip)
+    np.testing.assert_allclose(projected.matrix.toarray(), lonlat.matrix.toarray(),
+                               atol=1e-6)
+
+
+def test_a_sliver_part_does_not_break_the_rectangle_clipper():
+    """GEOS's rectangle clipper raised "Invalid number of points in LinearRing found 3" on
+    this valid MultiPolygon (a make_valid leftover): the general intersection takes over."""
+    sliver = shapely.from_wkt(
+        "POLYGON ((170.50000000000009 50.000000000000014, 171.00000000000006 "
+        "50.00000000000001, 170 50.00000000000001, 170.50000000000009 50.000000000000014))")
+    mp = shapely.MultiPolygon([shapely.box(-10, 40, 10, 60), sliver])
+    assert mp.is_valid
+    ds = grid(np.arange(-179.5, 180), np.arange(40.5, 75))
+    ds["x"] = (("lat", "lon"), np.broadcast_to(ds.lon.values, (ds.sizes["lat"],
+                                                                ds.sizes["lon"])).copy())
+    out, w = regional_means(ds, regions(mp), variables=["x"])
+    assert float(out["x"].values[0]) == pytest.approx(0.0, abs=1e-9)  # -10..10, symmetric
+    assert int(w.cells[0]) == 20 * 20 + 1  # the box's cells and the sliver's one
+
+
+def test_selecting_a_variable_keeps_the_grid_bounds():
+    """--variable dropped lat_bnds/lon_bnds (data variables to xarray): the cell edges then
+    came from midpoints and the weights changed silently."""
+    lat = np.array([5.0, 15.0, 40.0])
+    ds = xr.Dataset(
+        {"x": (("lat", "lon"), np.array([[1.0], [2.0], [3.0]])),
+         "lat_bnds": (("lat", "nv"), np.array([[0, 10], [10, 20], [20, 60]], "f8")),
+         "lon_bnds": (("lon", "nv"), np.array([[0.0, 1.0]]))},
+        coords={"lat": ("lat", lat, {"units": "degrees_north", "bounds": "lat_bnds"}),
+                "lon": ("lon", [0.5], {"units": "degrees_east", "bounds": "lon_bnds"})})
+    big = regions(shapely.box(0, 0, 1, 60))
+    a = [cell_area(0, 10), cell_area(10, 20), cell_area(20, 60)]
+    expected = (1 * a[0] + 2 * a[1] + 3 * a[2]) / sum(a)
+    for variables in (None, ["x"]):
+        out, _ = regional_means(ds, big, variables=variables)
+        assert list(out.data_vars) == ["x"]
+        assert float(out["x"].values[0]) == pytest.approx(expected, rel=1e-12)

@@ -68,6 +68,12 @@ def _exists(cal: str, y: int, m: int, d: int) -> bool:
     return True
 
 
+def _leap_years_vary(cal: str) -> bool:
+    """Whether Feb 29 is in some years of ``cal`` and not in others (the calendars
+    ``feb29`` is about)."""
+    return len({_exists(cal, y, 2, 29) for y in range(2000, 2004)}) == 2
+
+
 def _next_month(y: int, m: int) -> tuple[int, int]:
     return (y + 1, 1) if m == 12 else (y, m + 1)
 
@@ -213,6 +219,9 @@ def normals(source: Any, *, variable: str, start_year: int, end_year: int, windo
             raise InvalidArgumentError(f"normals need daily data; the time step of "
                                        f"{variable!r} is {step_days:g} days")
 
+    if not _leap_years_vary(cal):
+        # noleap, all_leap, 360_day: Feb 29 is in every year or in none, a day like any other
+        feb29 = "keep"
     per = _Periods(freq, cal, feb29)
     nyears, P = end_year - start_year + 1, per.n
     key_year, pidx = per.keys(years, months, days)
@@ -383,9 +392,9 @@ _PERIOD_NAMES = {
 
 def _feb29_text(per: _Periods, feb29: str) -> str:
     n = per.n
-    has29 = any(_exists(per.cal, y, 2, 29) for y in range(2000, 2004))
-    if not has29:
-        return f"{n} calendar days ({per.cal} has no Feb 29; feb29 does not apply)"
+    if not _leap_years_vary(per.cal):
+        which = "in every year" if _exists(per.cal, 2001, 2, 29) else "in no year"
+        return f"{n} calendar days ({per.cal} has Feb 29 {which}; feb29 does not apply)"
     if feb29 == "keep":
         return (f"{n} calendar days; Feb 29 is its own day, from the years that have one "
                 "(count says how many)")

@@ -99,7 +99,7 @@ def read_regions(spec: Any, *, id_field: str | None = None) -> Any:
     if gdf.crs is None:
         gdf = gdf.set_crs("EPSG:4326")
     elif not gdf.crs.equals("EPSG:4326"):
-        gdf = gdf.to_crs("EPSG:4326")
+        gdf = _to_lonlat(gdf)
     geoms = gdf.geometry.values
     bad = ~shapely.is_valid(np.asarray(geoms))
     if bad.any():  # self-touching rings etc., common in real boundary files
@@ -493,9 +493,72 @@ def _clip_by_rects(geoms: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     # wraps, shapely.lib.clip_by_rect, broadcasts arrays; a loop where that is missing
     ufunc = getattr(getattr(shapely, "lib", None), "clip_by_rect", None)
     if isinstance(ufunc, np.ufunc):
-        return ufunc(geoms, boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
-    return np.array([shapely.clip_by_rect(gm, *b) for gm, b in zip(geoms, boxes, strict=True)],
-                    dtype=object)
+        try:
+            return ufunc(geoms, boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
+        except shapely.errors.GEOSException:
+            pass  # GEOS's rectangle clipper fails on near-zero-area parts: the pair by pair
+    out = np.empty(len(geoms), dtype=object)
+    for i, (gm, b) in enumerate(zip(geoms, boxes, strict=True)):
+        try:
+            out[i] = shapely.clip_by_rect(gm, *b)
+        except shapely.errors.GEOSException:
+            # "Invalid number of points in LinearRing found 3" on a valid polygon with a
+            # sliver (GEOS 3.13, shapely 2.2.0): the general intersection has no such limit
+            out[i] = shapely.intersection(gm, shapely.box(*b))
+    return out
+
+
+def _to_lonlat(gdf: Any) -> Any:
+    """Regions in another CRS reprojected to longitude/latitude: edges densified first (a
+    straight edge in Albers is a curve in lon/lat), and every geometry's longitudes
+    unwrapped along its rings, so that a region across the antimeridian (Alaska in EPSG:3338)
+    stays one piece with longitudes beyond 180 rather than becoming its complement around the
+    globe (:func:`_shifted` matches such longitudes to the grid)."""
+    import shapely
+
+    geoms = np.asarray(gdf.geometry.values, dtype=object)
+    b = shapely.bounds(geoms)
+    size = np.nanmax(np.c_[b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+    step = np.where(np.isfinite(size) & (size > 0), size / 64.0, 0.0)
+    dense = np.array([shapely.segmentize(g, s) if s > 0 else g
+                      for g, s in zip(geoms, step, strict=True)], dtype=object)
+    import geopandas as gpd
+
+    out = gdf.set_geometry(gpd.GeoSeries(dense, index=gdf.index, crs=gdf.crs)
+                           ).to_crs("EPSG:4326")
+
+    def unwrap(coords: np.ndarray) -> np.ndarray:
+        if len(coords) < 2:
+            return coords
+        x = np.unwrap(coords[:, 0], period=360.0)
+        return np.c_[x, coords[:, 1:]]
+
+    fixed = [_unwrap_geometry(g, unwrap) for g in out.geometry.values]
+    return out.set_geometry(gpd.GeoSeries(fixed, index=out.index, crs="EPSG:4326"))
+
+
+def _unwrap_geometry(g: Any, unwrap: Any) -> Any:
+    """``g`` with each ring's longitudes unwrapped, rings and parts kept in one frame (each
+    part's first vertex brought within 180 degrees of the previous part's)."""
+    import shapely
+
+    if g is None or g.is_empty:
+        return g
+    parts = list(g.geoms) if g.geom_type == "MultiPolygon" else [g]
+    out, ref = [], None
+    for p in parts:
+        shell = np.asarray(p.exterior.coords)
+        if ref is not None and len(shell):
+            shell = shell + [360.0 * np.round((ref - shell[0, 0]) / 360.0), 0.0]
+        shell = unwrap(shell)
+        ref = float(shell[0, 0]) if len(shell) else ref
+        holes = []
+        for h in p.interiors:
+            hc = np.asarray(h.coords)
+            hc = hc + [360.0 * np.round((shell[0, 0] - hc[0, 0]) / 360.0), 0.0]
+            holes.append(unwrap(hc))
+        out.append(shapely.Polygon(shell, holes))
+    return out[0] if g.geom_type == "Polygon" else shapely.MultiPolygon(out)
 
 
 def _is_read(regions: Any) -> bool:

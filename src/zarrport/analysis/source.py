@@ -71,7 +71,15 @@ def open_archive(sources: str | list[str] | tuple[str, ...] | xr.Dataset, *,
             raise InvalidArgumentError(
                 f"no variable {missing[0]!r} (variables: "
                 f"{', '.join(map(str, ds.data_vars)) or 'none'})")
-        ds = ds[variables]
+        # the coordinates' CF bounds stay (they are data variables to xarray): the cell
+        # edges of regional means come from them, not from midpoints between centres
+        keep = list(variables)
+        for name in variables:
+            for c in ds[name].coords.values():
+                b = c.attrs.get("bounds")
+                if isinstance(b, str) and b in ds.data_vars and b not in keep:
+                    keep.append(b)
+        ds = ds[keep]
     return merge_time_chunks(ds)
 
 
