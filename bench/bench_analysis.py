@@ -25,10 +25,12 @@ bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -64,23 +66,23 @@ EXACT_TOL = 1e-3
 EE_OP = "mean(coverage_weight=area_spherical_m2)"
 
 SIZES: dict[str, dict[str, Any]] = {
-    # normals: 31 yearly files (the first for the December of the first DJF) of 365 x 180 x
-    # 360 float32 (2.9 GB of tas), one day per chunk; regions: 2,000 polygons on 104 x 236
-    # cells (0.25 degree), 3,650 days
-    "full": {"normals": {"years": range(1984, 2015), "nlat": 180, "nlon": 360,
-                         "time_chunk": 1},
+    # normals: 31 yearly files (the first for the December of the first DJF) of 365 x 90 x
+    # 180 float32 (0.73 GB of tas), 73 days (4.7 MB) per chunk: tens of seconds per way and
+    # worker count; regions: 2,000 polygons on 104 x 236 cells (0.25 degree), 3,650 days
+    "full": {"normals": {"years": range(1984, 2015), "nlat": 90, "nlon": 180,
+                         "time_chunk": 73},
              "regions": {"res": 0.25, "years": range(2005, 2015), "polygons": 2000,
-                         "block": 73, "budget": 150.0},
+                         "time_chunk": 73, "block": 73, "budget": 120.0},
              "workers": (1, 2), "prep_workers": 2, "timeout": 1800},
-    "medium": {"normals": {"years": range(1984, 2015), "nlat": 90, "nlon": 180,
-                           "time_chunk": 1},
+    "medium": {"normals": {"years": range(1984, 2015), "nlat": 45, "nlon": 90,
+                           "time_chunk": 73},
                "regions": {"res": 0.25, "years": range(2005, 2008), "polygons": 2000,
-                           "block": 73, "budget": 60.0},
+                           "time_chunk": 73, "block": 73, "budget": 60.0},
                "workers": (1, 2), "prep_workers": 2, "timeout": 1200},
     "quick": {"normals": {"years": range(2000, 2004), "nlat": 18, "nlon": 36,
                           "time_chunk": 73},
               "regions": {"res": 1.0, "years": range(2005, 2006), "polygons": 60,
-                          "block": 73, "budget": 1.0},
+                          "time_chunk": 73, "block": 73, "budget": 0.3},
               "workers": (1, 2), "prep_workers": 1, "timeout": 300},
 }
 NORMALS_WAYS = {
@@ -175,10 +177,10 @@ def region_grid(res: float) -> tuple[Any, Any]:
     return lat, lon
 
 
-def write_region_year(path: Path, year: int, res: float) -> None:
+def write_region_year(path: Path, year: int, res: float, time_chunk: int = 73) -> None:
     """One noleap year of daily float32 ``tas`` on the regional grid (a smooth field,
-    seasonal cycle, a moving wave and 2 K noise; no missing values), one day per chunk,
-    zlib 4, CF bounds; written to a temporary name and renamed."""
+    seasonal cycle, a moving wave and 2 K noise; no missing values), ``time_chunk`` days
+    per chunk, zlib 4, CF bounds; written to a temporary name and renamed."""
     import numpy as np
     import xarray as xr
 
@@ -205,7 +207,7 @@ def write_region_year(path: Path, year: int, res: float) -> None:
                                      "bounds": "lon_bnds", "axis": "X"})})
     tmp = path.with_suffix(".tmp")
     ds.to_netcdf(tmp, engine="netcdf4", encoding={
-        "tas": {"zlib": True, "complevel": 4, "chunksizes": (1, lat.size, lon.size)}})
+        "tas": {"zlib": True, "complevel": 4, "chunksizes": (time_chunk, lat.size, lon.size)}})
     tmp.rename(path)
 
 
@@ -236,15 +238,15 @@ def voronoi_regions(n: int, path: Path, seed: int = 1) -> None:
 
 
 def make_region_inputs(cfg: dict[str, Any], data_dir: Path) -> tuple[list[Path], Path, dict]:
-    years, res = cfg["years"], cfg["res"]
-    directory = data_dir / "analysis" / f"conus-{res:g}deg-{years[0]}-{years[-1]}"
+    years, res, tc = cfg["years"], cfg["res"], cfg["time_chunk"]
+    directory = data_dir / "analysis" / f"conus-{res:g}deg-t{tc}-{years[0]}-{years[-1]}"
     directory.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     paths = []
     for y in years:
         p = directory / f"tas_day_conus_{y}0101-{y}1231.nc"
         if not p.exists():
-            write_region_year(p, y, res)
+            write_region_year(p, y, res, tc)
         paths.append(p)
     regions = data_dir / "analysis" / f"voronoi-{cfg['polygons']}.gpkg"
     if not regions.exists():
@@ -253,7 +255,7 @@ def make_region_inputs(cfg: dict[str, Any], data_dir: Path) -> tuple[list[Path],
     return paths, regions, {
         "dir": str(directory), "files": len(paths), "regions": str(regions),
         "polygons": cfg["polygons"], "nlat": int(lat.size), "nlon": int(lon.size),
-        "steps": 365 * len(years), "res": res,
+        "steps": 365 * len(years), "res": res, "time_chunk": tc,
         "prepared_s": round(time.perf_counter() - t0, 1)}
 
 
@@ -418,15 +420,26 @@ def _normals_xarray(client: Any, files: list[str], a: dict[str, Any],
 
 
 def child_dask(a: dict[str, Any]) -> dict[str, Any]:
-    """One local cluster of ``workers`` workers; every way of computing the normals, then
+    """A local cluster of each size in ``workers`` in turn (one process: the imports are
+    paid once, before anything is timed)."""
+    _warm_worker()
+    import geopandas  # noqa: F401
+    import pyogrio  # noqa: F401
+    import shapely  # noqa: F401
+
+    return {"runs": [_one_cluster(n, a) for n in a["workers"]]}
+
+
+def _one_cluster(n: int, a: dict[str, Any]) -> dict[str, Any]:
+    """One local cluster of ``n`` workers; every way of computing the normals, then
     zarrport's regional means, each timed (the cluster start apart)."""
     import numpy as np
 
     from zarrport.analysis.cluster import compute, dask_client
 
-    res: dict[str, Any] = {"workers": a["workers"], "normals": [], "regions": None}
+    res: dict[str, Any] = {"workers": n, "normals": [], "regions": None}
     t0 = time.perf_counter()
-    with dask_client(workers=a["workers"]) as client:
+    with dask_client(workers=n) as client:
         res["cluster_start_s"] = time.perf_counter() - t0
         res["cluster"] = client.zarrport_info.to_dict()
         client.run(_warm_worker)
@@ -444,12 +457,12 @@ def child_dask(a: dict[str, Any]) -> dict[str, Any]:
                         timing, out = _normals_zarrport(client, nm["sources"][key], nm)
                     row.update(timing, ok=True)
                     if rep == 0:
-                        path = Path(nm["out_dir"]) / f"normals-{key}-w{a['workers']}.npz"
+                        path = Path(nm["out_dir"]) / f"normals-{key}-w{n}.npz"
                         np.savez(path, **out)
                         row["result"] = str(path)
                 except Exception as err:  # noqa: BLE001 - reported in the table
                     row.update(ok=False, error=short_error(err))
-                log(f"normals {key} on {a['workers']} worker(s): "
+                log(f"normals {key} on {n} worker(s): "
                     f"{fmt_s(row.get('compute_s'))} {row.get('error', '')}")
                 res["normals"].append(row)
         rg = a.get("regions")
@@ -467,12 +480,12 @@ def child_dask(a: dict[str, Any]) -> dict[str, Any]:
                 done = compute(client, means, label="regional means", progress=False)
                 row["apply_s"] = time.perf_counter() - t0
                 vals = done["tas"].transpose("region", "time").values
-                path = Path(rg["out_dir"]) / f"means-zarrport-w{a['workers']}.npz"
+                path = Path(rg["out_dir"]) / f"means-zarrport-w{n}.npz"
                 np.savez(path, means=vals, ids=np.asarray(done["region"].values, dtype=str))
                 row.update(ok=True, result=str(path), steps=int(vals.shape[1]))
             except Exception as err:  # noqa: BLE001 - reported in the table
                 row["error"] = short_error(err)
-            log(f"regional means on {a['workers']} worker(s): weights "
+            log(f"regional means on {n} worker(s): weights "
                 f"{fmt_s(row.get('weights_s'))}, apply {fmt_s(row.get('apply_s'))} "
                 f"{row.get('error', '')}")
             res["regions"] = row
@@ -483,28 +496,52 @@ def _blocks(n: int, size: int) -> list[slice]:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-def child_tool(a: dict[str, Any]) -> dict[str, Any]:
-    """One competitor: read the data (xarray, loaded), its weights, then its means in blocks
-    of ``block`` days until done or past ``budget`` seconds (then extrapolated)."""
+def child_tools(a: dict[str, Any]) -> dict[str, Any]:
+    """Every competitor of ``tools`` in turn (one process; a failure is reported in its row
+    and the next one runs)."""
     import warnings
 
+    warnings.simplefilter("ignore")
+    rows = []
+    for tool in a["tools"]:
+        log(f"competitor {tool}")
+        try:
+            row = _one_tool(tool, a)
+            log(f"{tool}: read {fmt_s(row['read_s'])}, weights {fmt_s(row['weights_s'])}, "
+                f"apply {fmt_s(row['apply_s'])} for {row['steps']} of {row['steps_total']} "
+                "days")
+        except Exception as err:  # noqa: BLE001 - reported in the table
+            row = {"tool": tool, "ok": False, "error": short_error(err)}
+            log(f"{tool}: {row['error']}")
+        rows.append(row)
+    return {"rows": rows}
+
+
+def _one_tool(tool: str, a: dict[str, Any]) -> dict[str, Any]:
+    """One competitor: read the data (xarray, loaded), its weights, then its means in blocks
+    of ``block`` days until done or past ``budget`` seconds (then extrapolated)."""
     import geopandas as gpd
     import numpy as np
     import xarray as xr
 
-    warnings.simplefilter("ignore")
-    tool = a["tool"]
     res: dict[str, Any] = {"tool": tool, "ok": False}
+    if tool == "exactextract":  # imports before anything is timed
+        import rioxarray  # noqa: F401  (the .rio accessor exactextract reads)
+        from exactextract import exact_extract
+    elif tool == "xagg":
+        import xagg as xa
+    elif tool == "regionmask":
+        import regionmask
+    else:
+        raise ValueError(tool)
     gdf = gpd.read_file(a["regions"])
+    xr.open_mfdataset(a["files"][:1])["tas"][:1].load()  # untimed: first-call costs
     t0 = time.perf_counter()
     da = xr.open_mfdataset(a["files"])["tas"].load()
     res["read_s"] = time.perf_counter() - t0
     n = da.sizes["time"]
     t0 = time.perf_counter()
     if tool == "exactextract":
-        import rioxarray  # noqa: F401  (the .rio accessor exactextract reads)
-        from exactextract import exact_extract
-
         rast = da.rio.set_spatial_dims(x_dim="lon", y_dim="lat").rio.write_crs("EPSG:4326")
 
         def apply(sl: slice) -> Any:
@@ -512,17 +549,13 @@ def child_tool(a: dict[str, Any]) -> dict[str, Any]:
                                strategy="raster-sequential", output="pandas")
             return df[[c for c in df.columns if str(c).endswith("mean")]].to_numpy("f8")
     elif tool == "xagg":
-        import xagg as xa
-
         ds = da.to_dataset()
         wm = xa.pixel_overlaps(ds, gdf, subset_bbox=True, silent=True)
 
         def apply(sl: slice) -> Any:
             agg = xa.aggregate(ds.isel(time=sl), wm, silent=True)
             return agg.to_dataset()["tas"].transpose("poly_idx", "time").values.astype("f8")
-    elif tool == "regionmask":
-        import regionmask
-
+    else:
         reg = regionmask.from_geopandas(gdf, names=ID_FIELD, overlap=False)
         mask = reg.mask_3D_frac_approx(da["lon"], da["lat"])
         weights = mask * np.cos(np.deg2rad(da["lat"]))
@@ -534,8 +567,6 @@ def child_tool(a: dict[str, Any]) -> dict[str, Any]:
             full = np.full((len(gdf), sl.stop - sl.start), np.nan)
             full[numbers] = m.transpose("region", "time").values
             return full
-    else:
-        raise ValueError(tool)
     res["weights_s"] = time.perf_counter() - t0
     parts = []
     t0 = time.perf_counter()
@@ -555,30 +586,41 @@ def child_tool(a: dict[str, Any]) -> dict[str, Any]:
 
 def run_child(kind: str, args: dict[str, Any], *, work: Path, name: str,
               timeout: float) -> dict[str, Any]:
-    """``bench_analysis.py --child kind JSON`` in a fresh interpreter; its last stdout line
-    is its result (JSON). Output and errors go to ``work/logs/name.*``."""
+    """``bench_analysis.py --child kind ARGS.json`` in a fresh interpreter (its own session:
+    killed with its Dask workers after ``timeout``); its last stdout line is its result
+    (JSON). Its arguments, output and errors are ``work/logs/name.*``."""
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"),
                                                       env.get("PYTHONPATH")]))
     env.setdefault("AWS_EC2_METADATA_DISABLED", "true")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind,
-           json.dumps(args, default=str)]
+    spec = logs / f"{name}.args.json"
+    spec.write_text(json.dumps(args, default=str))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, str(spec)]
+    out_path, err_path = logs / f"{name}.stdout", logs / f"{name}.stderr"
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              cwd=ROOT)
-    except subprocess.TimeoutExpired as err:
-        (logs / f"{name}.stderr").write_text(str(err.stderr or ""))
-        return {"ok": False, "error": f"timed out after {timeout:.0f} s (killed)"}
-    (logs / f"{name}.stdout").write_text(proc.stdout)
-    (logs / f"{name}.stderr").write_text(proc.stderr)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
+        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, env=env, cwd=ROOT,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            for sig in (signal.SIGTERM, signal.SIGKILL):  # the child's whole session
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(10)
+                    break
+            return {"ok": False, "error": f"timed out after {timeout:.0f} s (killed)"}
+    for ln in err_path.read_text().splitlines():  # the child's progress lines
+        if ln.startswith("[bench_analysis "):
+            print(ln, file=sys.stderr)
+    lines = [ln for ln in out_path.read_text().splitlines() if ln.strip()]
     try:
         out = json.loads(lines[-1])
     except (IndexError, ValueError):
-        tail = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        tail = [ln for ln in err_path.read_text().splitlines() if ln.strip()]
         last = next((ln for ln in reversed(tail) if "Error" in ln), tail[-1] if tail else "")
         return {"ok": False, "error": f"failed (exit {proc.returncode}): "
                 f"{' '.join(last.split())[:220]}"}
@@ -810,8 +852,9 @@ def render(res: dict[str, Any]) -> str:
                 f"{r.get('nan_regions', '--')} | {'ok' if r.get('ok') else r.get('error')} | "
                 f"{r['how']} |")
         zw = rg.get("weights_info") or {}
+        tc = inp["time_chunk"]
         lines += ["", f"Inputs: {inp['files']} yearly NetCDF files of daily `tas` (float32, "
-                  "one day per chunk, zlib, noleap, no missing values) on a "
+                  f"{tc} day{'s' * (tc > 1)} per chunk, zlib, noleap, no missing values) on a "
                   f"{inp['res']:g}-degree grid over {REGION_GRID} (W, S, E, N), and "
                   f"{inp['polygons']:,} Voronoi polygons of random points clipped to the CONUS "
                   f"box {REGION_BOX} (a GeoPackage, id field `{ID_FIELD}`). zarrport: "
@@ -885,12 +928,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path,
                         help="inputs (default $ZARRPORT_BENCH_DATA or bench/.data)")
     parser.add_argument("--work-dir", type=Path, help="outputs (default bench/.work/analysis)")
-    parser.add_argument("--child", choices=["dask", "tool"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["dask", "tools"], help=argparse.SUPPRESS)
     parser.add_argument("child_args", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        fn = child_dask if args.child == "dask" else child_tool
-        print(json.dumps(fn(json.loads(args.child_args)), default=str))
+        fn = child_dask if args.child == "dask" else child_tools
+        print(json.dumps(fn(json.loads(Path(args.child_args).read_text())), default=str))
         return 0
     if args.from_json:
         section = render(json.loads(args.from_json.read_text()))
@@ -924,12 +967,14 @@ def main(argv: list[str] | None = None) -> int:
                                 "out_dir": str(work / "results")}
         res["regions"] = {"inputs": inputs, "block": rcfg["block"], "budget": rcfg["budget"],
                           "rows": [], "cluster_start_s": []}
+    log(f"Dask child: clusters of {', '.join(map(str, workers))} worker(s) in turn")
+    child = run_child("dask", {"workers": workers, **dask_args}, work=work, name="dask",
+                      timeout=size["timeout"] * len(workers))
+    if child.get("error"):
+        log(f"dask child failed: {child['error']}")
+    runs = {r["workers"]: r for r in child.get("runs") or []}
     for n in workers:
-        log(f"Dask child, {n} worker(s)")
-        out = run_child("dask", {"workers": n, **dask_args}, work=work, name=f"dask-w{n}",
-                        timeout=size["timeout"])
-        if not out.get("normals") and not out.get("regions") and out.get("error"):
-            log(f"dask child failed: {out['error']}")
+        out = runs.get(n) or {"error": child.get("error", "failed")}
         if "normals" in res:
             res["normals"]["cluster_start_s"].append(out.get("cluster_start_s"))
             rows = out.get("normals") or [{"key": k, "ok": False,
@@ -951,23 +996,19 @@ def main(argv: list[str] | None = None) -> int:
                 res["regions"]["weights_info"] = r.get("weights")
             res["regions"]["rows"].append(r)
     if "regions" in res:
-        rcfg_budget = res["regions"]["budget"]
-        for tool in args.tools or list(TOOLS):
-            log(f"competitor {tool}")
-            out = run_child("tool", {"tool": tool, **dask_args["regions"],
-                                     "block": res["regions"]["block"],
-                                     "budget": rcfg_budget},
-                            work=work, name=f"tool-{tool}", timeout=size["timeout"])
+        tools = args.tools or list(TOOLS)
+        out = run_child("tools", {"tools": tools, **dask_args["regions"],
+                                  "block": res["regions"]["block"],
+                                  "budget": res["regions"]["budget"]},
+                        work=work, name="tools", timeout=size["timeout"] * len(tools))
+        got = {r["tool"]: r for r in out.get("rows") or []}
+        for tool in tools:
+            r = got.get(tool) or {"ok": False, "error": out.get("error", "failed")}
             label, how = TOOLS[tool]
-            out.update(key=tool, label=label, how=how)
-            if out.get("ok"):
-                out["total_full_s"] = out["read_s"] + out["weights_s"] + out["apply_full_s"]
-                log(f"{tool}: read {fmt_s(out['read_s'])}, weights {fmt_s(out['weights_s'])}"
-                    f", apply {fmt_s(out['apply_s'])} for {out['steps']} of "
-                    f"{out['steps_total']} days")
-            else:
-                log(f"{tool}: {out.get('error')}")
-            res["regions"]["rows"].append(out)
+            r.update(key=tool, label=label, how=how)
+            if r.get("ok"):
+                r["total_full_s"] = r["read_s"] + r["weights_s"] + r["apply_full_s"]
+            res["regions"]["rows"].append(r)
         regions_agreement(res["regions"]["rows"])
         zp = next((r for r in res["regions"]["rows"] if r["key"] == "zarrport-w1"), None)
         for r in res["regions"]["rows"]:
