@@ -62,6 +62,8 @@ SEASONS = ("DJF", "MAM", "JJA", "SON")
 #: largest difference (K) from the reference that still counts as the same answer
 NORMALS_TOL = 1e-3
 EXACT_TOL = 1e-3
+#: regions of the untimed warm-up run of each competitor
+WARM_REGIONS = 20
 #: exactextract's mean with spherical cell areas (its "exact" area-weighted mean)
 EE_OP = "mean(coverage_weight=area_spherical_m2)"
 
@@ -73,17 +75,17 @@ SIZES: dict[str, dict[str, Any]] = {
                          "time_chunk": 73},
              "regions": {"res": 0.25, "years": range(2005, 2015), "polygons": 2000,
                          "time_chunk": 73, "block": 73, "budget": 120.0},
-             "workers": (1, 2), "prep_workers": 2, "timeout": 1800},
+             "workers": (1, 2), "prep_workers": 2, "timeout": 1800, "prefault_gb": 4},
     "medium": {"normals": {"years": range(1984, 2015), "nlat": 45, "nlon": 90,
                            "time_chunk": 73},
                "regions": {"res": 0.25, "years": range(2005, 2008), "polygons": 2000,
                            "time_chunk": 73, "block": 73, "budget": 60.0},
-               "workers": (1, 2), "prep_workers": 2, "timeout": 1200},
+               "workers": (1, 2), "prep_workers": 2, "timeout": 1200, "prefault_gb": 2},
     "quick": {"normals": {"years": range(2000, 2004), "nlat": 18, "nlon": 36,
                           "time_chunk": 73},
               "regions": {"res": 1.0, "years": range(2005, 2006), "polygons": 60,
                           "time_chunk": 73, "block": 73, "budget": 0.3},
-              "workers": (1, 2), "prep_workers": 1, "timeout": 300},
+              "workers": (1, 2), "prep_workers": 1, "timeout": 300, "prefault_gb": 0},
 }
 NORMALS_WAYS = {
     # key: (label, how)
@@ -257,6 +259,22 @@ def make_region_inputs(cfg: dict[str, Any], data_dir: Path) -> tuple[list[Path],
         "polygons": cfg["polygons"], "nlat": int(lat.size), "nlon": int(lon.size),
         "steps": 365 * len(years), "res": res, "time_chunk": tc,
         "prepared_s": round(time.perf_counter() - t0, 1)}
+
+
+def prefault(gb: float) -> float:
+    """Touch ``gb`` GB of fresh memory once and free it; returns the seconds it took.
+
+    On a VM whose guest memory the host backs lazily (Firecracker, where this was written)
+    the first touch of a page costs a host page fault: allocating 1 GB took 8 s the first
+    time and 0.15 s after, in any process. Without this, whichever contender first grows
+    the machine's memory high-water mark pays that; elsewhere it takes well under a
+    second."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    blocks = [np.ones(2**25) for _ in range(int(gb * 2**30 / 2**28))]  # 256 MB each
+    del blocks
+    return time.perf_counter() - t0
 
 
 def warm_cache(paths: list[Path]) -> None:
@@ -444,6 +462,8 @@ def _one_cluster(n: int, a: dict[str, Any]) -> dict[str, Any]:
         res["cluster"] = client.zarrport_info.to_dict()
         client.run(_warm_worker)
         nm = a.get("normals")
+        rg = a.get("regions")
+        _warm_runs(client, nm, rg)
         for rep in range(nm["repeat"] if nm else 0):
             for key in nm["ways"]:
                 row: dict[str, Any] = {"key": key, "rep": rep}
@@ -465,7 +485,6 @@ def _one_cluster(n: int, a: dict[str, Any]) -> dict[str, Any]:
                 log(f"normals {key} on {n} worker(s): "
                     f"{fmt_s(row.get('compute_s'))} {row.get('error', '')}")
                 res["normals"].append(row)
-        rg = a.get("regions")
         if rg:
             from zarrport.analysis.regions import regional_means
 
@@ -492,6 +511,27 @@ def _one_cluster(n: int, a: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
+def _warm_runs(client: Any, nm: dict[str, Any] | None, rg: dict[str, Any] | None) -> None:
+    """Untimed first runs on a new cluster (first-call costs on its workers): every normals
+    way over its first year only, and the regional means of the first file."""
+    if nm:
+        one = {**nm, "end": nm["start"], "window": 1}
+        for key in nm["ways"]:
+            with contextlib.suppress(Exception):  # the timed run reports errors
+                if key.startswith("xarray"):
+                    _normals_xarray(client, nm["files"], one, chunks=(
+                        {"time": 365} if key == "xarray-chunked" else None))
+                else:
+                    _normals_zarrport(client, nm["sources"][key], one)
+    if rg:
+        from zarrport.analysis.regions import regional_means
+
+        with contextlib.suppress(Exception):
+            means, _ = regional_means(rg["files"][:1], rg["regions"], id_field=ID_FIELD,
+                                      variables=["tas"])
+            client.compute(means, sync=True)
+
+
 def _blocks(n: int, size: int) -> list[slice]:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
@@ -506,6 +546,7 @@ def child_tools(a: dict[str, Any]) -> dict[str, Any]:
     for tool in a["tools"]:
         log(f"competitor {tool}")
         try:
+            _one_tool(tool, a, warm=True)
             row = _one_tool(tool, a)
             log(f"{tool}: read {fmt_s(row['read_s'])}, weights {fmt_s(row['weights_s'])}, "
                 f"apply {fmt_s(row['apply_s'])} for {row['steps']} of {row['steps_total']} "
@@ -517,9 +558,11 @@ def child_tools(a: dict[str, Any]) -> dict[str, Any]:
     return {"rows": rows}
 
 
-def _one_tool(tool: str, a: dict[str, Any]) -> dict[str, Any]:
+def _one_tool(tool: str, a: dict[str, Any], *, warm: bool = False) -> dict[str, Any]:
     """One competitor: read the data (xarray, loaded), its weights, then its means in blocks
-    of ``block`` days until done or past ``budget`` seconds (then extrapolated)."""
+    of ``block`` days until done or past ``budget`` seconds (then extrapolated). ``warm``:
+    the same on the first file, first block and first :data:`WARM_REGIONS` regions, nothing
+    kept (first-call costs)."""
     import geopandas as gpd
     import numpy as np
     import xarray as xr
@@ -535,9 +578,12 @@ def _one_tool(tool: str, a: dict[str, Any]) -> dict[str, Any]:
     else:
         raise ValueError(tool)
     gdf = gpd.read_file(a["regions"])
-    xr.open_mfdataset(a["files"][:1])["tas"][:1].load()  # untimed: first-call costs
+    files = a["files"][:1] if warm else a["files"]
+    if warm:
+        gdf = gdf.iloc[:WARM_REGIONS]
     t0 = time.perf_counter()
-    da = xr.open_mfdataset(a["files"])["tas"].load()
+    da = xr.open_mfdataset(files)["tas"]
+    da = (da.isel(time=slice(0, a["block"])) if warm else da).load()
     res["read_s"] = time.perf_counter() - t0
     n = da.sizes["time"]
     t0 = time.perf_counter()
@@ -577,6 +623,8 @@ def _one_tool(tool: str, a: dict[str, Any]) -> dict[str, Any]:
     res["apply_s"] = time.perf_counter() - t0
     vals = np.concatenate(parts, axis=1)
     res["steps"], res["steps_total"] = int(vals.shape[1]), int(n)
+    if warm:
+        return res
     res["apply_full_s"] = res["apply_s"] * n / vals.shape[1]
     path = Path(a["out_dir"]) / f"means-{tool}.npz"
     np.savez(path, means=vals, ids=gdf[ID_FIELD].to_numpy(dtype=str))
@@ -879,7 +927,10 @@ def render(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines += [f"- machine: {m.get('cpu', '?')}, nproc {m['nproc']}, RAM {m['ram']}, "
               f"Python {m['python']}; load average at start {res['load_start']}, at end "
-              f"{res['load_end']} (shared machine: expect noise)",
+              f"{res['load_end']} (shared machine: expect noise)"
+              + (f"; {res['prefault']['gb']:g} GB of memory touched first in "
+                 f"{fmt_s(res['prefault']['s'])} (lazily backed VM memory: see `prefault()`)"
+                 if res.get("prefault") else ""),
               "- versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items())]
     return "\n".join(lines)
 
@@ -921,6 +972,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, help="seconds of apply per competitor "
                         "before it is stopped and extrapolated")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs of each normals way")
+    parser.add_argument("--prefault", type=float, metavar="GB",
+                        help="touch this much memory first (default 4 GB; see prefault())")
     parser.add_argument("--out", type=Path, help="replace this benchmark's section here")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
@@ -952,6 +1005,10 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     load0 = loadavg()
     res: dict[str, Any] = {"size_name": size_name, "commit": git_commit()}
+    gb = size["prefault_gb"] if args.prefault is None else args.prefault
+    if gb:
+        log(f"touching {gb:g} GB of memory once")
+        res["prefault"] = {"gb": gb, "s": prefault(gb)}
     dask_args: dict[str, Any] = {}
     if "normals" in parts:
         dask_args["normals"], res["normals"] = part_normals(
