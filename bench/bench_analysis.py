@@ -75,17 +75,17 @@ SIZES: dict[str, dict[str, Any]] = {
                          "time_chunk": 73},
              "regions": {"res": 0.25, "years": range(2005, 2015), "polygons": 2000,
                          "time_chunk": 73, "block": 73, "budget": 120.0},
-             "workers": (1, 2), "prep_workers": 2, "timeout": 1800, "prefault_gb": 4},
+             "workers": (1, 2), "prep_workers": 2, "timeout": 1800},
     "medium": {"normals": {"years": range(1984, 2015), "nlat": 45, "nlon": 90,
                            "time_chunk": 73},
                "regions": {"res": 0.25, "years": range(2005, 2008), "polygons": 2000,
                            "time_chunk": 73, "block": 73, "budget": 60.0},
-               "workers": (1, 2), "prep_workers": 2, "timeout": 1200, "prefault_gb": 2},
+               "workers": (1, 2), "prep_workers": 2, "timeout": 1200},
     "quick": {"normals": {"years": range(2000, 2004), "nlat": 18, "nlon": 36,
                           "time_chunk": 73},
               "regions": {"res": 1.0, "years": range(2005, 2006), "polygons": 60,
                           "time_chunk": 73, "block": 73, "budget": 0.3},
-              "workers": (1, 2), "prep_workers": 1, "timeout": 300, "prefault_gb": 0},
+              "workers": (1, 2), "prep_workers": 1, "timeout": 300},
 }
 NORMALS_WAYS = {
     # key: (label, how)
@@ -259,22 +259,6 @@ def make_region_inputs(cfg: dict[str, Any], data_dir: Path) -> tuple[list[Path],
         "polygons": cfg["polygons"], "nlat": int(lat.size), "nlon": int(lon.size),
         "steps": 365 * len(years), "res": res, "time_chunk": tc,
         "prepared_s": round(time.perf_counter() - t0, 1)}
-
-
-def prefault(gb: float) -> float:
-    """Touch ``gb`` GB of fresh memory once and free it; returns the seconds it took.
-
-    On a VM whose guest memory the host backs lazily (Firecracker, where this was written)
-    the first touch of a page costs a host page fault: allocating 1 GB took 8 s the first
-    time and 0.15 s after, in any process. Without this, whichever contender first grows
-    the machine's memory high-water mark pays that; elsewhere it takes well under a
-    second."""
-    import numpy as np
-
-    t0 = time.perf_counter()
-    blocks = [np.ones(2**25) for _ in range(int(gb * 2**30 / 2**28))]  # 256 MB each
-    del blocks
-    return time.perf_counter() - t0
 
 
 def warm_cache(paths: list[Path]) -> None:
@@ -868,8 +852,9 @@ def render(res: dict[str, Any]) -> str:
                   "then `normals(ds, freq=...)` twice; xarray: `dask.compute(annual, "
                   "seasonal)`), on a local cluster of single-threaded workers "
                   "(`dask_client(workers=N)`), started once per worker count (start-up "
-                  f"{', '.join(fmt_s(s) for s in nm['cluster_start_s'])}, not counted) with "
-                  "the workers' imports done beforehand. *open + graph*: opening and "
+                  f"{', '.join(fmt_s(s) for s in nm['cluster_start_s'])}, not counted), "
+                  "after the workers' imports and an untimed run of every way over the "
+                  "first year (first-call costs). *open + graph*: opening and "
                   "building the lazy result; *compute*: the Dask computation to numpy. The "
                   "reference: netCDF4 reads of the files and numpy loops at "
                   f"{len(nm['cells'])} cells (the mean of yearly means, WMO seasons with "
@@ -912,25 +897,29 @@ def render(res: dict[str, Any]) -> str:
                   "means)` (*apply*: reading the files and the product, on a local cluster "
                   "started beforehand, "
                   f"{', '.join(fmt_s(s) for s in rg['cluster_start_s'])}, not counted). The "
-                  "others: *read* is `xr.open_mfdataset(files)['tas'].load()`, then their own "
-                  f"weights, then their means in calls of {rg['block']} days until done or "
+                  "others, in one process after an untimed run on 20 regions x "
+                  f"{rg['block']} days: *read* is `xr.open_mfdataset(files)['tas'].load()`, "
+                  f"then their own weights, then their means in calls of {rg['block']} days "
+                  "until done or "
                   f"past {fmt_s(rg['budget'])}; a tool that stops early is extrapolated "
                   "linearly to all days (marked). exactextract computes its coverage inside "
                   "every call (no weights phase of its own); its default strategy, "
                   "feature-sequential, is much slower on a raster of many bands and is not "
                   "run. xagg's `impl='dot_product'` broadcasts regions x cells x days (it asked "
                   "for 25.6 GiB at 2,000 regions and 73 days) and `'numba'` needs numba (not "
-                  "installed); `'for_loop'` is the default. regionmask's fractions come from "
+                  "installed); `'for_loop'` is the default. xagg intersects in EASE-Grid 2.0 "
+                  "North (EPSG:6931, Lambert azimuthal) when all polygons are north of the "
+                  "equator, reprojecting corners only: straight lon/lat edges become chords "
+                  "there, so cells next to a polygon get slivers of weight (a box of two "
+                  "1-degree cells gave its two northern neighbours 0.25 % each) -- the source "
+                  "of its differences. regionmask's fractions come from "
                   "10 x 10 sub-samples of every cell (approximate); its weights are the "
                   "fraction x cos(latitude), as in its documentation. *NaN regions*: regions "
                   "with no value (regionmask drops regions that cover no sub-sample).", ""]
     m = res["machine"]
     lines += [f"- machine: {m.get('cpu', '?')}, nproc {m['nproc']}, RAM {m['ram']}, "
               f"Python {m['python']}; load average at start {res['load_start']}, at end "
-              f"{res['load_end']} (shared machine: expect noise)"
-              + (f"; {res['prefault']['gb']:g} GB of memory touched first in "
-                 f"{fmt_s(res['prefault']['s'])} (lazily backed VM memory: see `prefault()`)"
-                 if res.get("prefault") else ""),
+              f"{res['load_end']} (shared machine: expect noise)",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items())]
     return "\n".join(lines)
 
@@ -972,8 +961,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, help="seconds of apply per competitor "
                         "before it is stopped and extrapolated")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs of each normals way")
-    parser.add_argument("--prefault", type=float, metavar="GB",
-                        help="touch this much memory first (default 4 GB; see prefault())")
     parser.add_argument("--out", type=Path, help="replace this benchmark's section here")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
@@ -1005,10 +992,6 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     load0 = loadavg()
     res: dict[str, Any] = {"size_name": size_name, "commit": git_commit()}
-    gb = size["prefault_gb"] if args.prefault is None else args.prefault
-    if gb:
-        log(f"touching {gb:g} GB of memory once")
-        res["prefault"] = {"gb": gb, "s": prefault(gb)}
     dask_args: dict[str, Any] = {}
     if "normals" in parts:
         dask_args["normals"], res["normals"] = part_normals(
