@@ -13,8 +13,8 @@ run, on the same files.
    exactextract, xagg and regionmask; weights and apply phases apart; agreement with the
    exact answer (exactextract with spherical cell areas).
 
-    python bench/bench_analysis.py --out docs/benchmarks.md    # full (~15 min on 2 cores)
-    python bench/bench_analysis.py --quick                     # smoke check (< 40 s)
+    python bench/bench_analysis.py --out docs/benchmarks.md    # full (~14 min on 2 cores)
+    python bench/bench_analysis.py --quick                     # smoke check (~25 s)
     python bench/bench_analysis.py --size medium --parts regions
 
 Each measured run is its own subprocess (``--child``): one per Dask worker count (the
