@@ -21,7 +21,7 @@ $(shell rm -f $(STAMP))
 endif
 endif
 
-.PHONY: install demo test test-fast bench bench-batch bench-grib bench-convert bench-serve conformance lint clean
+.PHONY: install demo test test-fast bench bench-batch bench-grib bench-convert bench-serve bench-analysis conformance lint clean
 
 install: $(STAMP) $(NPM_STAMP) $(CHROMIUM)
 
@@ -74,6 +74,7 @@ bench: install
 	$(PY) bench/bench_grib.py --out docs/benchmarks.md
 	$(MAKE) bench-convert
 	$(MAKE) bench-serve
+	$(MAKE) bench-analysis
 
 # GRIB only: decoders per packing, manifests from indexes vs scan_grib, regional reads vs cfgrib
 bench-grib: install
@@ -96,6 +97,11 @@ bench-convert: install
 bench-serve: install
 	-$(PY) bench/bench_serve.py --make-xpublish-env
 	$(PY) bench/bench_serve.py --size full --out docs/benchmarks.md --json bench/.work/serve.json
+
+# normals (virtual / converted / NetCDF vs xarray, 1 and 2 Dask workers) and regional means
+# (zarrport vs exactextract, xagg, regionmask); ~15 min on 2 cores, inputs made once
+bench-analysis: install
+	$(PY) bench/bench_analysis.py --out docs/benchmarks.md --json bench/.work/analysis.json
 
 lint: install
 	$(PY) -m ruff check src tests scripts bench
