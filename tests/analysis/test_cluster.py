@@ -54,6 +54,11 @@ def test_local_cluster_computes_with_progress_and_a_dashboard():
         bar = io.StringIO()
         assert compute(client, (x * 2).sum(), label="doubling", progress=True,
                        stream=bar) == 2 * np.arange(10_000).sum()
+        # a list of collections: one computation, a list of results
+        bar2 = io.StringIO()
+        assert compute(client, [x.sum(), x.max()], label="both", progress=True,
+                       stream=bar2) == [np.arange(10_000).sum(), 9_999]
+        assert "both [" in bar2.getvalue() and "100%" in bar2.getvalue()
     assert lines == [info.describe()]
     assert "1 worker x 1 thread" in lines[0] and "dashboard http://127.0.0.1:" in lines[0]
     text = bar.getvalue()

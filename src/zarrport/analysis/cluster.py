@@ -176,19 +176,23 @@ def _progress_bar(label: str, stream: TextIO) -> type:
 
 def compute(client: Any, obj: Any, *, label: str = "computing",
             progress: bool | None = None, stream: TextIO | None = None) -> Any:
-    """The result of computing the Dask collection or delayed object ``obj`` on ``client``,
+    """The result of computing the Dask collection or delayed object ``obj`` (or a list of
+    them: a list of results, one computation) on ``client``,
     with a progress bar on ``stream`` (stderr) when ``progress`` (default: when stderr is a
     terminal). A failed task raises its exception here."""
     stream = stream or sys.stderr
     if progress is None:
         progress = stream.isatty()
-    fut = client.compute(obj)
+    fut = client.compute(obj)  # a list of futures for a list of objects
+    futs = list(fut) if isinstance(fut, (list, tuple)) else [fut]
     if progress:
         t0 = time.perf_counter()
-        bar = _progress_bar(label, stream)([fut], scheduler=client.scheduler.address,
+        bar = _progress_bar(label, stream)(futs, scheduler=client.scheduler.address,
                                           width=30, complete=True, start=False,
                                           loop=client.loop)
         with contextlib.suppress(Exception):  # a courtesy: the result (or its error) decides
             client.sync(bar.listen)
         stream.write(f"{label}: {time.perf_counter() - t0:.1f} s\n")
+    if isinstance(fut, (list, tuple)):
+        return type(fut)(client.gather(futs))
     return fut.result()

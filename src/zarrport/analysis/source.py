@@ -13,8 +13,10 @@ import xarray as xr
 
 from zarrport.errors import InvalidArgumentError, SourceNotFoundError
 
-#: Dask chunk size the time axis is merged up to (whole storage chunks only)
-TARGET_CHUNK_BYTES = 128 * 2**20
+#: Dask chunk size the time axis is merged up to (whole storage chunks only). Measured on
+#: bench_analysis's 30-year archive (73-day chunks of 90 x 180): normals took 23 s at 128 MiB
+#: (chunks of 5.6 years), 15 s at 32 MiB, 16 s unmerged, on one worker.
+TARGET_CHUNK_BYTES = 32 * 2**20
 
 
 def _expand(sources: str | list[str] | tuple[str, ...]) -> list[str]:

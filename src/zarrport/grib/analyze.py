@@ -62,18 +62,9 @@ def parse_window(text: str) -> np.timedelta64:
 
 
 def parse_bbox(text: str | tuple[float, ...] | None) -> tuple[float, float, float, float] | None:
-    if text is None:
-        return None
-    parts = text.split(",") if isinstance(text, str) else list(text)
-    try:
-        w, s, e, n = (float(p) for p in parts)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"bbox {text!r} is not W,S,E,N in degrees") from None
-    if not (-90 <= s < n <= 90):
-        raise InvalidArgumentError(f"bbox {text!r}: south must be below north, within -90..90")
-    if not (-180 <= w <= 360 and -180 <= e <= 360):
-        raise InvalidArgumentError(f"bbox {text!r}: longitudes must be within -180..360")
-    return w, s, e, n
+    from zarrport.analysis.presets import parse_box
+
+    return parse_box(text)
 
 
 def select_box(ds: xr.Dataset | xr.DataArray, bbox: tuple[float, float, float, float] | None
