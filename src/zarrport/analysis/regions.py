@@ -503,7 +503,7 @@ def _clip_by_rects(geoms: np.ndarray, boxes: np.ndarray) -> np.ndarray:
             out[i] = shapely.clip_by_rect(gm, *b)
         except shapely.errors.GEOSException:
             # "Invalid number of points in LinearRing found 3" on a valid polygon with a
-            # sliver (GEOS 3.13, shapely 2.2.0): the general intersection has no such limit
+            # sliver (GEOS 3.14.1, shapely 2.2.0): the general intersection has no such limit
             out[i] = shapely.intersection(gm, shapely.box(*b))
     return out
 
