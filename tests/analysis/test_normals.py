@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from clirun import run_main
 from zarrport.analysis.cluster import dask_client
 from zarrport.analysis.normals import normals, plot_normals, write_normals
-from zarrport.cli import main
 
 CALENDARS = ("standard", "proleptic_gregorian", "noleap", "all_leap", "360_day")
 SEASON = {12: "DJF", 1: "DJF", 2: "DJF", 3: "MAM", 4: "MAM", 5: "MAM", 6: "JJA", 7: "JJA",
@@ -362,13 +362,7 @@ def test_plot_skips_a_period_without_values(tmp_path):
 
 
 def _cli(args, capsys):
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_main(capsys, *args)
 
 
 def test_cli_success_json_and_plot(tmp_path, archive, dask_cluster, capsys):

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import shapely
 
+from clirun import run_main
 from zarrport.analysis.normals import normals
-from zarrport.cli import main
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
 PRSN = REAL / "nc4" / "xclim_prsn_day_CanESM5_historical_r1i1p1f1_gn_19910101-20101231.nc"
@@ -41,13 +41,7 @@ REGIONS = {"type": "FeatureCollection", "features": [
 
 
 def _cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_main(capsys, *args)
 
 
 def _oracle_region_means(poly: shapely.Geometry) -> np.ndarray:

@@ -14,6 +14,7 @@ import pytest
 import shapely
 import xarray as xr
 
+from clirun import run_main
 from zarrport.analysis.regions import (
     apply_weights,
     plot_regions,
@@ -21,7 +22,6 @@ from zarrport.analysis.regions import (
     region_weights,
     regional_means,
 )
-from zarrport.cli import main
 from zarrport.errors import InvalidArgumentError
 from zarrport.testing.samples import write_cmip6_archive
 
@@ -304,13 +304,7 @@ def counties(tmp_path_factory) -> Path:
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(["analyze", "regional-means", *args])
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_main(capsys, "analyze", "regional-means", *args)
 
 
 def test_dask_cli_outputs_round_trip_and_plot(tmp_path, archive, counties, dask_cluster,

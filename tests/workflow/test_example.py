@@ -11,20 +11,13 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from zarrport.cli import main
+from clirun import run_main
 from zarrport.testing.samples import write_cmip6_archive
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pipeline.yaml"
 
 
-def zp(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+zp = run_main
 
 
 def actions(out: str) -> dict[str, str]:

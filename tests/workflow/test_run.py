@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from zarrport.cli import main
+from clirun import run_main
 from zarrport.testing.samples import write_cmip6_archive
 
 PIPELINE = """
@@ -54,14 +54,7 @@ def work(tmp_path, archive, monkeypatch) -> Path:
     return tmp_path
 
 
-def zp(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+zp = run_main
 
 
 def headers(out: str) -> dict[str, str]:

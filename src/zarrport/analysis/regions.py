@@ -29,10 +29,12 @@ region with no valid cell at a time step is NaN.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -655,11 +657,25 @@ def regional_means(source: Any, regions: Any, *, id_field: str | None = None,
 # ------------------------------------------------------------------------------- output
 
 
-def _readable(path: str) -> None:
-    """The permissions a plain ``open(..., "w")`` would give (mkstemp's are 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+@contextlib.contextmanager
+def _replacing(path: str, suffix: str) -> Iterator[str]:
+    """A temporary sibling of ``path`` to write, renamed over ``path`` when the block ends
+    (with the permissions a plain ``open(..., "w")`` gives, not mkstemp's 0600), removed if
+    it raises: nothing half written."""
+    parent = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
+                               dir=parent)
+    os.close(fd)
+    try:
+        yield tmp
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def check_output(out: str, overwrite: bool) -> str:
@@ -713,9 +729,7 @@ def write_means(ds: xr.Dataset, out: str, *, client: Any, progress: bool | None 
     computed = compute(client, ds, label="regional means", progress=progress)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)  # after the computation: nothing made if it fails
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=suffix, dir=parent)
-    os.close(fd)
-    try:
+    with _replacing(out, suffix) as tmp:
         if suffix == ".nc":
             computed.to_netcdf(tmp, mode="w")
         else:
@@ -724,12 +738,6 @@ def write_means(ds: xr.Dataset, out: str, *, client: Any, progress: bool | None 
                 df.to_csv(tmp, index=False)
             else:
                 df.to_parquet(tmp, index=False)
-        _readable(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     valid = {str(v): int(np.isfinite(computed[v].values).sum()) for v in computed.data_vars}
     return {"output": out, "format": suffix[1:], "regions": int(computed.sizes["region"]),
             "times": int(computed.sizes.get("time", 1)),
@@ -791,18 +799,10 @@ def plot_regions(data: Any, regions: Any, png: str, *, variable: str | None = No
     ax.set_title(re.sub(r"\s+", " ", f"{variable}: area-weighted mean per region, {what}"))
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")
-    parent = os.path.dirname(os.path.abspath(png))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(png)}.", suffix=".png", dir=parent)
-    os.close(fd)
+    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
     try:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-        _readable(tmp)
-        os.replace(tmp, png)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        with _replacing(png, ".png") as tmp:
+            fig.savefig(tmp, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)
     return png
